@@ -1,0 +1,73 @@
+import CKVM
+import Devices
+import GuestMemory
+import KVM
+import X86
+
+/// A minimal machine for tests: 2 MiB of RAM, one vCPU, and PIO/MMIO buses. Code is loaded
+/// at 0x1000 and run until `hlt`; every exit goes through the buses like the real VMM's.
+final class TinyGuest {
+    let kvm: KVMSystem
+    let vm: VirtualMachine
+    let memory: GuestMemory
+    let vcpu: VCPU
+    let pio = IOBus(name: "pio")
+    let mmio = IOBus(name: "mmio")
+    static let entry: UInt64 = 0x1000
+
+    init(code: [UInt8], longMode: Bool) throws {
+        kvm = try KVMSystem()
+        vm = try kvm.createVM()
+        memory = try GuestMemory(ranges: [(0, 2 << 20)])
+        let region = memory.regions[0]
+        try vm.setUserMemoryRegion(slot: 0, guestAddress: 0, size: region.size, hostAddress: region.hostAddress)
+        try memory.write(code, at: Self.entry)
+        vcpu = try vm.createVCPU(id: 0)
+        if longMode {
+            try LongMode.start(vcpu, memory: memory, entry: Self.entry, stack: 0x8000)
+        } else {
+            var sregs = try vcpu.specialRegisters()
+            sregs.cs.base = 0
+            sregs.cs.selector = 0
+            try vcpu.setSpecialRegisters(sregs)
+            var regs = kvm_regs()
+            regs.rip = Self.entry
+            regs.rflags = 2
+            try vcpu.setRegisters(regs)
+        }
+    }
+
+    struct UnexpectedExit: Error { let exit: String }
+
+    /// Runs until `hlt`; returns how many PIO and MMIO exits were dispatched.
+    @discardableResult
+    func runToHalt(maxExits: Int = 100) throws -> (pio: Int, mmio: Int) {
+        var counts = (pio: 0, mmio: 0)
+        for _ in 0..<maxExits {
+            switch try vcpu.run() {
+            case .io(let port, let isWrite, let size, let count, let data):
+                for i in 0..<count {
+                    let element = UnsafeMutableRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)])
+                    if isWrite {
+                        pio.write(UInt64(port), data: UnsafeRawBufferPointer(element))
+                    } else {
+                        pio.read(UInt64(port), data: element)
+                    }
+                }
+                counts.pio += 1
+            case .mmio(let address, let isWrite, let data):
+                if isWrite {
+                    mmio.write(address, data: UnsafeRawBufferPointer(data))
+                } else {
+                    mmio.read(address, data: data)
+                }
+                counts.mmio += 1
+            case .halt:
+                return counts
+            case let exit:
+                throw UnexpectedExit(exit: "\(exit)")
+            }
+        }
+        throw UnexpectedExit(exit: "no hlt within \(maxExits) exits")
+    }
+}
