@@ -19,10 +19,12 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"], path: "Core/vmm/KVM"),
         .target(name: "X86", dependencies: ["KVM", "CKVM", "GuestMemory"], path: "Core/vmm/X86"),
         .target(name: "Devices", dependencies: ["GuestMemory"], path: "Core/vmm/Devices"),
+        .target(
+            name: "VMM", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices"], path: "Core/vmm/VMM"),
         .executableTarget(
             name: "vmm",
             dependencies: [
-                "KVM", "CKVM", "X86", "GuestMemory", "Devices",
+                "VMM", "KVM", "CKVM", "X86", "GuestMemory", "Devices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Core/vmm/vmm"),

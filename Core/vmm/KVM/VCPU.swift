@@ -135,3 +135,17 @@ public final class VCPU: @unchecked Sendable {
         return entry.pointee.data
     }
 }
+
+// MARK: - Local APIC
+
+extension VCPU {
+    /// Reads the in-kernel local APIC's 1 KiB register page, lets `body` edit it, and writes it back.
+    public func modifyLocalAPIC(_ body: (inout [UInt8]) -> Void) throws(KVMError) {
+        var state = kvm_lapic_state()
+        try kvmIoctl(fd, CKVM_GET_LAPIC, "KVM_GET_LAPIC", with: &state)
+        var bytes = withUnsafeBytes(of: &state.regs) { Array($0) }
+        body(&bytes)
+        withUnsafeMutableBytes(of: &state.regs) { $0.copyBytes(from: bytes.prefix($0.count)) }
+        try kvmIoctl(fd, CKVM_SET_LAPIC, "KVM_SET_LAPIC", with: &state)
+    }
+}

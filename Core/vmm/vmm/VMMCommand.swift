@@ -6,6 +6,16 @@ struct VMMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmm",
         abstract: "The vmtools virtual machine monitor: runs one KVM virtual machine per process.",
-        subcommands: [CheckCommand.self]
+        subcommands: [RunCommand.self, CheckCommand.self]
     )
+
+    static func main() {
+        _ = processStart  // globals are lazy: take the start time before parsing arguments
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

@@ -1,0 +1,239 @@
+import CKVM
+import Devices
+import GuestMemory
+import KVM
+import Synchronization
+import X86
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One x86 virtual machine: KVM objects, guest RAM, the buses and devices, and one thread per vCPU.
+///
+/// Built from a ``VMConfig``; ``run()`` blocks until the guest resets, powers off or crashes.
+public final class Machine: Sendable {
+    /// How the VM ended.
+    public enum ExitReason: Sendable, Equatable {
+        /// The guest rebooted (`reboot`, keyboard-controller reset, triple fault). A VM does not
+        /// restart itself: its manager decides.
+        case reset
+        /// The guest powered off.
+        case powerOff
+        /// The guest or the VMM failed; the text says how.
+        case crashed(String)
+        /// The host asked the VM to stop.
+        case stopped
+    }
+
+    /// TSS and identity-map pages KVM needs on Intel, just below the BIOS area at 4 GiB.
+    static let tssAddress: UInt64 = 0xFFFB_D000
+    static let identityMapAddress: UInt64 = 0xFFFB_C000
+
+    public let config: VMConfig
+    let kvm: KVMSystem
+    let vm: VirtualMachine
+    public let memory: GuestMemory
+    let pio = IOBus(name: "pio")
+    let mmio = IOBus(name: "mmio")
+    let vcpus: [VCPU]
+    let serial: Serial8250
+    let log: Logger
+    private let exitReason = Mutex<ExitReason?>(nil)
+    private let threads = Mutex<[HostThread]>([])
+
+    /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
+    public init(config: VMConfig, log: Logger) throws {
+        guard (1...MPTable.maxCPUs).contains(config.cpus) else {
+            throw VMMError("--cpus \(config.cpus) is outside 1...\(MPTable.maxCPUs)")
+        }
+        guard config.memoryMiB >= 32 else {
+            throw VMMError("--mem \(config.memoryMiB) MiB is too small; use at least 32")
+        }
+        self.config = config
+        self.log = log
+        let kernel = try readFile(config.kernelPath, what: "kernel")
+        let initrd = try config.initrdPath.map { path throws(VMMError) in try readFile(path, what: "initrd") }
+
+        kvm = try KVMSystem()
+        try kvm.require(KVMCapability.required)
+        vm = try kvm.createVM()
+        try vm.setTSSAddress(Self.tssAddress)
+        try vm.setIdentityMapAddress(Self.identityMapAddress)
+        try vm.createIRQChip()
+        try vm.createPIT2()
+
+        memory = try GuestMemory(x86MiB: config.memoryMiB)
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setUserMemoryRegion(
+                slot: UInt32(slot), guestAddress: region.guestAddress, size: region.size,
+                hostAddress: region.hostAddress)
+        }
+
+        let entry: LinuxLoader.Entry
+        do {
+            entry = try LinuxLoader().load(
+                kernel: kernel, initrd: initrd, commandLine: config.commandLine,
+                e820: LinuxLoader.e820Map(for: memory), into: memory)
+        } catch let error as LoaderError {
+            throw VMMError("\(config.kernelPath): \(error)")
+        }
+        try memory.write(
+            MPTable.build(cpus: config.cpus, at: LinuxLoader.mpTableAddress), at: LinuxLoader.mpTableAddress)
+
+        serial = Serial8250(interrupt: GSIInterrupt(vm: vm, gsi: 4), output: try Self.serialSink(config.serial))
+        let supportedCPUID = try kvm.supportedCPUID()
+        var vcpus: [VCPU] = []
+        for id in 0..<config.cpus {
+            let vcpu = try vm.createVCPU(id: UInt32(id))
+            try VCPUSetup.configure(vcpu, supportedCPUID: supportedCPUID, count: UInt32(config.cpus))
+            vcpus.append(vcpu)
+        }
+        self.vcpus = vcpus
+        // Only the bootstrap processor starts in long mode; the others wait for INIT/SIPI from it.
+        try LongMode.start(
+            vcpus[0], memory: memory, entry: entry.rip, stack: LinuxLoader.bootStack, rsi: entry.zeroPage)
+        try attachLegacyDevices()
+        log.info(
+            "vm: \(config.cpus) vCPU, \(config.memoryMiB) MiB, kernel \(config.kernelPath), initrd \(entry.initrd.map { "\($0.size) bytes at 0x\(String($0.address, radix: 16))" } ?? "none")"
+        )
+    }
+
+    private func attachLegacyDevices() throws {
+        try pio.insert(serial, base: 0x3F8, length: 8)
+        try pio.insert(I8042(onReset: { [weak self] in self?.stop(.reset) }), base: 0x60, length: 5)
+        let cmos = CMOS()
+        cmos.setMemorySize(bytes: memory.size)
+        try pio.insert(cmos, base: 0x70, length: 2)
+        let log = self.log
+        try pio.insert(
+            DebugPort(onMarker: { value in
+                log.info("boot marker 0x\(String(value, radix: 16)) at \(log.elapsedMilliseconds) ms")
+            }), base: DebugPort.port, length: 1)
+    }
+
+    static func serialSink(_ output: VMConfig.SerialOutput) throws(VMMError) -> @Sendable (UInt8) -> Void {
+        let fd: Int32
+        switch output {
+        case .none: return { _ in }
+        case .stdout: fd = STDOUT_FILENO
+        case .file(let path):
+            fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else {
+                throw VMMError("cannot open the serial log \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        return { byte in
+            var byte = byte
+            _ = write(fd, &byte, 1)
+        }
+    }
+
+    // MARK: - Running
+
+    /// Runs the vCPUs until the VM ends; returns why.
+    public func run() throws -> ExitReason {
+        VCPUKickSignal.install()
+        var started: [HostThread] = []
+        for vcpu in vcpus {
+            started.append(try HostThread(name: "vcpu\(vcpu.id)") { [self] in runLoop(vcpu) })
+        }
+        threads.withLock { $0 = started }
+        if config.serialInput { startConsoleInput() }
+        for thread in started { thread.join() }
+        return exitReason.withLock { $0 } ?? .crashed("vCPUs stopped without a reason")
+    }
+
+    /// Ends the VM with `reason` (the first reason wins) and kicks every vCPU out of the guest.
+    public func stop(_ reason: ExitReason) {
+        let first = exitReason.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = reason
+            return true
+        }
+        guard first else { return }
+        for vcpu in vcpus { vcpu.requestExit() }
+        for thread in threads.withLock({ $0 }) { thread.kick() }
+    }
+
+    var isStopping: Bool { exitReason.withLock { $0 != nil } }
+
+    private func runLoop(_ vcpu: VCPU) {
+        while !isStopping {
+            do {
+                try handle(vcpu.run(), on: vcpu)
+            } catch {
+                stop(.crashed("vCPU \(vcpu.id): \(error)"))
+            }
+        }
+    }
+
+    private func handle(_ exit: VCPUExit, on vcpu: VCPU) {
+        switch exit {
+        case .io(let port, let isWrite, let size, let count, let data):
+            for i in 0..<count {
+                let element = UnsafeMutableRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)])
+                if isWrite {
+                    pio.write(UInt64(port), data: UnsafeRawBufferPointer(element))
+                } else {
+                    pio.read(UInt64(port), data: element)
+                }
+            }
+        case .mmio(let address, let isWrite, let data):
+            if isWrite {
+                mmio.write(address, data: UnsafeRawBufferPointer(data))
+            } else {
+                mmio.read(address, data: data)
+            }
+        case .interrupted:
+            break
+        case .halt:
+            stop(.powerOff)
+        case .shutdown:
+            stop(.reset)
+        case .systemEvent(let type):
+            switch Int32(type) {
+            case KVM_SYSTEM_EVENT_SHUTDOWN: stop(.powerOff)
+            case KVM_SYSTEM_EVENT_RESET: stop(.reset)
+            default: stop(.crashed("the guest reported a crash (system event \(type)) on vCPU \(vcpu.id)"))
+            }
+        case .internalError(let suberror):
+            stop(.crashed("KVM internal error \(suberror) on vCPU \(vcpu.id)"))
+        case .failEntry(let reason):
+            stop(.crashed("VM entry failed (hardware reason 0x\(String(reason, radix: 16))) on vCPU \(vcpu.id)"))
+        case .other(let reason):
+            stop(.crashed("unexpected KVM exit \(reason) on vCPU \(vcpu.id)"))
+        }
+    }
+
+    /// Feeds the host's stdin to the serial console from a detached thread.
+    private func startConsoleInput() {
+        let serial = self.serial
+        _ = try? HostThread(name: "console-in") {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return }
+                var pending = buffer[0..<n]
+                // The guest drains the FIFO as it runs; wait rather than drop typed input.
+                while !pending.isEmpty {
+                    let accepted = serial.receive(pending)
+                    pending = pending.dropFirst(accepted)
+                    if !pending.isEmpty { usleep(1000) }
+                }
+            }
+        }
+    }
+}
+
+/// An edge on one GSI of the in-kernel irqchip (ISA devices: IRQ n is GSI n).
+struct GSIInterrupt: InterruptLine {
+    let vm: VirtualMachine
+    let gsi: UInt32
+
+    func trigger() {
+        try? vm.setIRQLine(gsi, high: true)
+        try? vm.setIRQLine(gsi, high: false)
+    }
+}

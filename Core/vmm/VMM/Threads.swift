@@ -1,0 +1,48 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A joinable POSIX thread running a closure: vCPUs need real threads of their own (not tasks
+/// on a shared pool), since `KVM_RUN` blocks for as long as the guest runs.
+final class HostThread: @unchecked Sendable {
+    private var handle = pthread_t()
+    private let body: @Sendable () -> Void
+
+    init(name: String, _ body: @escaping @Sendable () -> Void) throws(VMMError) {
+        self.body = body
+        let box = Unmanaged.passRetained(self)
+        let result = pthread_create(
+            &handle, nil,
+            { raw in
+                let thread = Unmanaged<HostThread>.fromOpaque(raw!).takeRetainedValue()
+                thread.body()
+                return nil
+            }, box.toOpaque())
+        guard result == 0 else {
+            box.release()
+            throw VMMError("cannot start thread \(name): \(String(cString: strerror(result)))")
+        }
+    }
+
+    /// Interrupts a blocking system call (such as `KVM_RUN`) on this thread.
+    func kick() { pthread_kill(handle, VCPUKickSignal.number) }
+
+    func join() { pthread_join(handle, nil) }
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`; its handler does nothing, and it is
+/// installed without SA_RESTART so the ioctl returns EINTR.
+enum VCPUKickSignal {
+    static let number = SIGRTMIN_VALUE
+
+    static func install() {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        sigaction(number, &action, nil)
+    }
+}
+
+/// SIGRTMIN is a function call in glibc, not a constant.
+let SIGRTMIN_VALUE: Int32 = __libc_current_sigrtmin()

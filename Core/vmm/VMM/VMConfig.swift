@@ -1,0 +1,32 @@
+/// Everything needed to build one VM. Filled from `vmm run`'s command line (or by concierge).
+public struct VMConfig: Sendable {
+    /// Where the guest's serial console goes.
+    public enum SerialOutput: Sendable, Equatable {
+        case stdout
+        case file(String)
+        case none
+    }
+
+    public var kernelPath: String
+    public var initrdPath: String?
+    /// Extra kernel parameters, appended to ``defaultParameters``.
+    public var parameters: String = ""
+    public var memoryMiB: UInt64 = 256
+    public var cpus: Int = 1
+    public var serial: SerialOutput = .stdout
+    /// Whether the serial console reads the host's stdin.
+    public var serialInput = true
+
+    /// What every guest's command line starts with: the console on COM1, reboot through the
+    /// keyboard controller (the VM's exit path), and a panic that reboots at once.
+    public static let defaultParameters = "console=ttyS0 reboot=k panic=-1 acpi=off i8042.noaux i8042.nomux i8042.nopnp"
+
+    public init(kernelPath: String) {
+        self.kernelPath = kernelPath
+    }
+
+    /// The full kernel command line.
+    public var commandLine: String {
+        parameters.isEmpty ? Self.defaultParameters : Self.defaultParameters + " " + parameters
+    }
+}

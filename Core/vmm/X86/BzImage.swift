@@ -1,0 +1,38 @@
+/// A parsed bzImage: the setup header (copied into the zero page) and the protected-mode payload.
+struct BzImage {
+    let setupHeader: [UInt8]
+    let payload: ArraySlice<UInt8>
+    let initSize: UInt32
+    let cmdlineSize: UInt32
+    let initrdAddrMax: UInt32
+
+    init(_ file: [UInt8]) throws(LoaderError) {
+        guard file.count >= 0x1000 else { throw .notAKernel("the file is only \(file.count) bytes") }
+        if file.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
+            throw .unsupported("this is an ELF vmlinux; pass the bzImage (vmlinuz) instead")
+        }
+        guard file.loadLE(UInt16.self, at: BootParams.bootFlag) == 0xAA55,
+            file.loadLE(UInt32.self, at: BootParams.header) == BootParams.headerMagic
+        else { throw .notAKernel("no boot sector signature or \"HdrS\" header") }
+        let version = file.loadLE(UInt16.self, at: BootParams.version) ?? 0
+        guard version >= 0x020C else {
+            throw .unsupported("boot protocol \(version >> 8).\(version & 0xFF) is older than 2.12 (no 64-bit entry)")
+        }
+        let xloadflags = file.loadLE(UInt16.self, at: BootParams.xLoadFlags) ?? 0
+        guard xloadflags & BootParams.xlfKernel64 != 0 else {
+            throw .unsupported("the kernel has no 64-bit entry point")
+        }
+        let sects = Int(file[BootParams.setupSects])
+        let setupBytes = ((sects == 0 ? 4 : sects) + 1) * 512
+        guard setupBytes < file.count else {
+            throw .notAKernel("the setup code (\(setupBytes) bytes) fills the whole file")
+        }
+        // The header runs from 0x1F1 to 0x202 + the jump's offset byte.
+        let headerEnd = min(0x202 + Int(file[BootParams.jump + 1]), 0x280)
+        setupHeader = Array(file[BootParams.setupHeaderStart..<headerEnd])
+        payload = file[setupBytes...]
+        initSize = file.loadLE(UInt32.self, at: BootParams.initSize) ?? 0
+        cmdlineSize = file.loadLE(UInt32.self, at: BootParams.cmdlineSize) ?? 255
+        initrdAddrMax = file.loadLE(UInt32.self, at: BootParams.initrdAddrMax) ?? 0x37FF_FFFF
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import VMM
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `vmm run`: boots a Linux kernel in a new VM and runs until the guest reboots or powers off.
+///
+/// Exit status: 0 when the guest rebooted or powered off, 1 when it crashed or the VM could not be
+/// built (the error says why).
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Boot a Linux kernel (bzImage) in a new VM.")
+
+    @Option(help: "The kernel: a bzImage such as /boot/vmlinuz-*.")
+    var kernel: String
+
+    @Option(help: "An initramfs (cpio, optionally compressed).")
+    var initrd: String?
+
+    @Option(name: [.short, .customLong("params")], help: "Kernel parameters, appended to the defaults; may repeat.")
+    var params: [String] = []
+
+    @Option(help: "Guest memory in MiB.")
+    var mem: UInt64 = 256
+
+    @Option(help: "Number of vCPUs.")
+    var cpus: Int = 1
+
+    @Option(help: "Serial console output: stdout, none, or file=PATH.")
+    var serial: String = "stdout"
+
+    @Flag(help: "Do not feed stdin to the serial console.")
+    var noConsoleInput = false
+
+    func validate() throws {
+        _ = try serialOutput()
+    }
+
+    func serialOutput() throws -> VMConfig.SerialOutput {
+        switch serial {
+        case "stdout": return .stdout
+        case "none": return .none
+        case let value where value.hasPrefix("file="): return .file(String(value.dropFirst(5)))
+        default: throw ValidationError("--serial must be stdout, none or file=PATH, not '\(serial)'")
+        }
+    }
+
+    func run() throws {
+        let log = Logger(name: "vmm", startNanoseconds: processStart)
+        var config = VMConfig(kernelPath: kernel)
+        config.initrdPath = initrd
+        config.parameters = params.joined(separator: " ")
+        config.memoryMiB = mem
+        config.cpus = cpus
+        config.serial = try serialOutput()
+        config.serialInput = !noConsoleInput
+        let reason: Machine.ExitReason
+        do {
+            let machine = try Machine(config: config, log: log)
+            reason = try machine.run()
+        } catch {
+            log.error("\(error)")
+            throw ExitCode(1)
+        }
+        switch reason {
+        case .reset: log.info("guest rebooted; VM stopped after \(log.elapsedMilliseconds) ms")
+        case .powerOff: log.info("guest powered off after \(log.elapsedMilliseconds) ms")
+        case .stopped: log.info("VM stopped on request after \(log.elapsedMilliseconds) ms")
+        case .crashed(let why):
+            log.error("VM crashed: \(why)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// When the process started, for boot-time measurements.
+nonisolated(unsafe) let processStart = Logger.now()
