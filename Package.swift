@@ -34,6 +34,7 @@ let package = Package(
         .testTarget(
             name: "KVMTests", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices"], path: "Tests/KVMTests"),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], path: "Tests/DevicesTests"),
+        .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]
 )
