@@ -22,3 +22,34 @@ finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
 }
+
+# The guest kernel the testbed installs for the default image.
+GUEST_KERNEL=/var/lib/vmtools/images/default/vmlinuz
+
+# make_initramfs OUT INIT [MODULE...]: packs a busybox initramfs whose /init is the script INIT,
+# with the named kernel modules (and what they depend on) under /lib/modules, loadable with
+# `modprobe` inside the guest.
+make_initramfs() {
+  local out=$1 init=$2; shift 2
+  local root kver
+  root=$(mktemp -d)
+  kver=$(uname -r)
+  mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,mnt,lib/modules/"$kver"}
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+  done
+  if [ $# -gt 0 ]; then
+    local m path
+    for m in $(modprobe --show-depends "$@" | awk '/^insmod/ {print $2}'); do
+      path=${m#/lib/modules/$kver/}
+      mkdir -p "$root/lib/modules/$kver/$(dirname "$path")"
+      cp "$m" "$root/lib/modules/$kver/$path"
+    done
+    cp /lib/modules/"$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/" 2>/dev/null
+    depmod -b "$root" "$kver"
+  fi
+  install -m 0755 "$init" "$root/init"
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
+  rm -rf "$root"
+}

@@ -31,7 +31,8 @@ public final class CMOS: BusDevice {
 
     public func read(offset: UInt64, data: UnsafeMutableRawBufferPointer) {
         guard offset == 1, data.count == 1 else {
-            data.storeLittleEndian(offset == 0 ? UInt64(registers.withLock { $0.index }) : 0xFF)
+            data.storeLittleEndian(
+                offset == 0 && data.count == 1 ? UInt64(registers.withLock { $0.index }) : UInt64.max)
             return
         }
         let index = registers.withLock { $0.index }

@@ -62,7 +62,8 @@ public struct LinuxLoader: Sendable {
 
         let cmdline = Array(commandLine.utf8)
         let cmdlineLimit = min(Int(image.cmdlineSize), Self.commandLineMax)
-        guard cmdline.count <= cmdlineLimit, !cmdline.contains(0) else {
+        guard !cmdline.contains(0) else { throw LoaderError.commandLine("the kernel command line contains a NUL byte") }
+        guard cmdline.count <= cmdlineLimit else {
             throw LoaderError.commandLine(
                 "the kernel command line is \(cmdline.count) bytes; this kernel takes at most \(cmdlineLimit)")
         }
@@ -83,7 +84,8 @@ public struct LinuxLoader: Sendable {
         }
 
         guard e820.count <= BootParams.e820MaxEntries else {
-            throw LoaderError.tooLittleMemory("too many e820 entries")
+            throw LoaderError.unsupported(
+                "\(e820.count) e820 entries; the zero page holds \(BootParams.e820MaxEntries)")
         }
         zeroPage[BootParams.e820Entries] = UInt8(e820.count)
         for (i, entry) in e820.enumerated() {

@@ -12,7 +12,9 @@ public enum MPTable {
 
     /// The table bytes for `cpus` CPUs with APIC IDs 0..<cpus, to be placed at `address`.
     public static func build(cpus: Int, at address: UInt64) throws(LoaderError) -> [UInt8] {
-        guard (1...254).contains(cpus) else { throw .unsupported("\(cpus) vCPUs; the MP table allows 1 to 254") }
+        guard (1...maxCPUs).contains(cpus) else {
+            throw .unsupported("\(cpus) vCPUs; the MP table allows 1 to \(maxCPUs)")
+        }
         let ioAPICID = UInt8(cpus)
         var entries: [UInt8] = []
         var count: UInt16 = 0

@@ -11,7 +11,8 @@ public enum VCPUSetup {
 
     /// `supported` (from `KVM_GET_SUPPORTED_CPUID`) adjusted for vCPU `id` of `count`.
     public static func cpuid(_ supported: [CPUIDEntry], id: UInt32, count: UInt32) -> [CPUIDEntry] {
-        let shift = UInt32(32 - (max(count, 1) - 1).leadingZeroBitCount)
+        let count = max(count, 1)
+        let shift = UInt32(32 - (count - 1).leadingZeroBitCount)
         return supported.map { leaf in
             var leaf = leaf
             switch leaf.function {
