@@ -19,8 +19,11 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM"], path: "Core/vmm/KVM"),
         .target(name: "X86", dependencies: ["KVM", "CKVM", "GuestMemory"], path: "Core/vmm/X86"),
         .target(name: "Devices", dependencies: ["GuestMemory"], path: "Core/vmm/Devices"),
+        .target(name: "PCI", dependencies: ["Devices"], path: "Core/vmm/PCI"),
+        .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory"], path: "Core/vmm/Virtio"),
         .target(
-            name: "VMM", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices"], path: "Core/vmm/VMM"),
+            name: "VMM", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices", "PCI", "Virtio"],
+            path: "Core/vmm/VMM"),
         .executableTarget(
             name: "vmm",
             dependencies: [
@@ -34,6 +37,9 @@ let package = Package(
         .testTarget(
             name: "KVMTests", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices"], path: "Tests/KVMTests"),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], path: "Tests/DevicesTests"),
+        .testTarget(name: "PCITests", dependencies: ["PCI", "Devices"], path: "Tests/PCITests"),
+        .testTarget(
+            name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], path: "Tests/VirtioTests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]

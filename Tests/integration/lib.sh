@@ -41,7 +41,7 @@ make_initramfs() {
   done
   if [ $# -gt 0 ]; then
     local m path
-    for m in $(modprobe --show-depends "$@" | awk '/^insmod/ {print $2}'); do
+    for m in $(for name in "$@"; do modprobe --show-depends "$name"; done | awk '/^insmod/ {print $2}' | sort -u); do
       path=${m#/lib/modules/$kver/}
       mkdir -p "$root/lib/modules/$kver/$(dirname "$path")"
       cp "$m" "$root/lib/modules/$kver/$path"

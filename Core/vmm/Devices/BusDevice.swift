@@ -3,7 +3,7 @@
 /// Offsets are relative to the start of the range the device was registered at; `data.count` is
 /// the access size (1, 2, 4 or 8 bytes). Devices are called from vCPU threads concurrently, so
 /// implementations protect their own state.
-public protocol BusDevice: AnyObject, Sendable {
+public protocol BusDevice: Sendable {
     /// Fills `data` with the bytes the guest reads at `offset`.
     func read(offset: UInt64, data: UnsafeMutableRawBufferPointer)
     /// Handles the guest writing `data` at `offset`.

@@ -2,7 +2,9 @@ import CKVM
 import Devices
 import GuestMemory
 import KVM
+import PCI
 import Synchronization
+import Virtio
 import X86
 
 #if canImport(Glibc)
@@ -36,6 +38,10 @@ public final class Machine: Sendable {
     public let memory: GuestMemory
     let pio = IOBus(name: "pio")
     let mmio = IOBus(name: "mmio")
+    let pci: PCIBus
+    /// Where PCI BARs are placed: the bottom of the 32-bit MMIO hole, 1 MiB per slot.
+    static let pciWindowStart: UInt64 = GuestMemory.mmioHoleStart
+    static let pciSlotSpacing: UInt64 = 1 << 20
     let vcpus: [VCPU]
     let serial: Serial8250
     let log: Logger
@@ -82,6 +88,7 @@ public final class Machine: Sendable {
             MPTable.build(cpus: config.cpus, at: LinuxLoader.mpTableAddress), at: LinuxLoader.mpTableAddress)
 
         serial = Serial8250(interrupt: GSIInterrupt(vm: vm, gsi: 4), output: try Self.serialSink(config.serial))
+        pci = PCIBus(mmio: mmio)
         let supportedCPUID = try kvm.supportedCPUID()
         var vcpus: [VCPU] = []
         for id in 0..<config.cpus {
@@ -94,6 +101,7 @@ public final class Machine: Sendable {
         try LongMode.start(
             vcpus[0], memory: memory, entry: entry.rip, stack: LinuxLoader.bootStack, rsi: entry.zeroPage)
         try attachLegacyDevices()
+        try attachPCIDevices()
         log.info(
             "vm: \(config.cpus) vCPU, \(config.memoryMiB) MiB, kernel \(config.kernelPath), initrd \(entry.initrd.map { "\($0.size) bytes at 0x\(String($0.address, radix: 16))" } ?? "none")"
         )
@@ -110,6 +118,30 @@ public final class Machine: Sendable {
             DebugPort(onMarker: { value in
                 log.info("boot marker 0x\(String(value, radix: 16)) at \(log.elapsedMilliseconds) ms")
             }), base: DebugPort.port, length: 1)
+    }
+
+    /// The host bridge, then virtio-rng (always, as crosvm does), then one virtio-blk per disk.
+    private func attachPCIDevices() throws {
+        try pio.insert(pci.configPortDevice, base: PCIBus.configPort, length: PCIBus.configPortLength)
+        try pci.attach(PCIHostBridge(), slot: 0)
+        var devices: [any VirtioDevice] = [VirtioRNG()]
+        for disk in config.disks {
+            do {
+                devices.append(try VirtioBlock(path: disk.path, readOnly: disk.readOnly))
+            } catch {
+                throw VMMError("\(error)")
+            }
+        }
+        let signaler = KVMMSISignaler(vm: vm)
+        let log = self.log
+        for (i, device) in devices.enumerated() {
+            let slot = i + 1
+            guard slot < PCIBus.maxDevices else { throw VMMError("too many devices for one PCI bus") }
+            let transport = VirtioPCIDevice(
+                device: device, memory: memory, barAddress: Self.pciWindowStart + UInt64(slot) * Self.pciSlotSpacing,
+                signaler: signaler, onError: { log.error($0) })
+            try pci.attach(transport, slot: slot)
+        }
     }
 
     static func serialSink(_ output: VMConfig.SerialOutput) throws(VMMError) -> @Sendable (UInt8) -> Void {
@@ -224,6 +256,16 @@ public final class Machine: Sendable {
                 }
             }
         }
+    }
+}
+
+/// MSI-X messages delivered with KVM_SIGNAL_MSI.
+struct KVMMSISignaler: MSISignaler {
+    let vm: VirtualMachine
+
+    func signal(address: UInt64, data: UInt32) {
+        try? vm.signalMSI(
+            addressLow: UInt32(truncatingIfNeeded: address), addressHigh: UInt32(address >> 32), data: data)
     }
 }
 

@@ -7,6 +7,17 @@ public struct VMConfig: Sendable {
         case none
     }
 
+    /// A disk image exposed as a virtio-blk device.
+    public struct Disk: Sendable, Equatable {
+        public var path: String
+        public var readOnly: Bool
+
+        public init(path: String, readOnly: Bool) {
+            self.path = path
+            self.readOnly = readOnly
+        }
+    }
+
     public var kernelPath: String
     public var initrdPath: String?
     /// Extra kernel parameters, appended to ``defaultParameters``.
@@ -16,6 +27,8 @@ public struct VMConfig: Sendable {
     public var serial: SerialOutput = .stdout
     /// Whether the serial console reads the host's stdin.
     public var serialInput = true
+    /// Disks in order: the first is /dev/vda in the guest.
+    public var disks: [Disk] = []
 
     /// What every guest's command line starts with: the console on COM1, reboot through the
     /// keyboard controller (the VM's exit path), and a panic that reboots at once.

@@ -28,6 +28,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Number of vCPUs.")
     var cpus: Int = 1
 
+    @Option(help: "A read-only disk image (virtio-blk); may repeat. The first disk is /dev/vda.")
+    var disk: [String] = []
+
+    @Option(help: "A read-write disk image (virtio-blk); may repeat, after the --disk images.")
+    var rwdisk: [String] = []
+
     @Option(help: "Serial console output: stdout, none, or file=PATH.")
     var serial: String = "stdout"
 
@@ -56,6 +62,7 @@ struct RunCommand: ParsableCommand {
         config.cpus = cpus
         config.serial = try serialOutput()
         config.serialInput = !noConsoleInput
+        config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
         let reason: Machine.ExitReason
         do {
             let machine = try Machine(config: config, log: log)

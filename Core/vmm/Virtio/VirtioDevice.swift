@@ -1,0 +1,44 @@
+import GuestMemory
+
+/// A virtio device behind a transport: what it offers, its configuration space, and how it
+/// serves its queues. The transport owns the queues and calls in under its own lock, so a
+/// device sees one call at a time.
+public protocol VirtioDevice: AnyObject, Sendable {
+    /// Virtio device ID (1 net, 2 block, 3 console, 4 entropy, 19 vsock).
+    var deviceType: UInt16 { get }
+    /// Device-specific feature bits; the transport adds VIRTIO_F_VERSION_1.
+    var features: UInt64 { get }
+    /// Maximum size of each queue; the count is the number of queues.
+    var queueMaxSizes: [UInt16] { get }
+    /// PCI class code (defaults to "other").
+    var pciClassCode: UInt32 { get }
+
+    func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer)
+    func writeConfig(offset: Int, data: UnsafeRawBufferPointer)
+
+    /// Serves the available requests of queue `index`; returns whether any were completed.
+    func process(queue index: Int, _ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool
+
+    /// The driver reset the device.
+    func reset()
+}
+
+extension VirtioDevice {
+    public var pciClassCode: UInt32 { 0xFF_0000 }
+    public func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {}
+    public func reset() {}
+}
+
+/// Feature bits and status bits shared by all devices.
+public enum VirtioFeature {
+    public static let version1: UInt64 = 1 << 32
+}
+
+public enum VirtioStatus {
+    public static let acknowledge: UInt8 = 1
+    public static let driver: UInt8 = 2
+    public static let driverOK: UInt8 = 4
+    public static let featuresOK: UInt8 = 8
+    public static let needsReset: UInt8 = 0x40
+    public static let failed: UInt8 = 0x80
+}
