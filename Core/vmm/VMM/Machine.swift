@@ -46,6 +46,7 @@ public final class Machine: Sendable {
     let serial: Serial8250
     let log: Logger
     private let exitReason = Mutex<ExitReason?>(nil)
+    private let gate = PauseGate()
     private let threads = Mutex<[HostThread]>([])
 
     /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
@@ -166,6 +167,14 @@ public final class Machine: Sendable {
     /// Runs the vCPUs until the VM ends; returns why.
     public func run() throws -> ExitReason {
         VCPUKickSignal.install()
+        try StopSignals.handle { [weak self] in self?.stop(.stopped) }
+        let control = try config.controlSocket.map { path throws(VMMError) in
+            try ControlServer(path: path) { [weak self] command in
+                self?.control(command) ?? #"{"ok":false,"error":"the VM is gone"}"#
+            }
+        }
+        try control?.start()
+        defer { control?.removeSocketFile() }
         var started: [HostThread] = []
         for vcpu in vcpus {
             started.append(try HostThread(name: "vcpu\(vcpu.id)") { [self] in runLoop(vcpu) })
@@ -184,6 +193,21 @@ public final class Machine: Sendable {
             return true
         }
         guard first else { return }
+        gate.release()
+        kickAll()
+    }
+
+    /// Takes every vCPU out of the guest and holds it until ``resume()``.
+    public func pause() {
+        guard !isStopping else { return }
+        gate.pause(vcpus: vcpus.count) { kickAll() }
+    }
+
+    public func resume() { gate.resume() }
+
+    public var isPaused: Bool { gate.isPaused }
+
+    private func kickAll() {
         for vcpu in vcpus { vcpu.requestExit() }
         for thread in threads.withLock({ $0 }) { thread.kick() }
     }
@@ -192,6 +216,8 @@ public final class Machine: Sendable {
 
     private func runLoop(_ vcpu: VCPU) {
         while !isStopping {
+            gate.parkIfPaused()
+            if isStopping { break }
             do {
                 try handle(vcpu.run(), on: vcpu)
             } catch {
@@ -237,6 +263,31 @@ public final class Machine: Sendable {
             stop(.crashed("unexpected KVM exit \(reason) on vCPU \(vcpu.id)"))
         }
     }
+
+    // MARK: - Control
+
+    /// Answers one control-socket command with a JSON line.
+    func control(_ command: String) -> String {
+        switch command {
+        case "stop":
+            stop(.stopped)
+            return #"{"ok":true,"state":"stopping"}"#
+        case "pause":
+            pause()
+            return #"{"ok":true,"state":"\#(stateName)"}"#
+        case "resume":
+            resume()
+            return #"{"ok":true,"state":"\#(stateName)"}"#
+        case "status":
+            return
+                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds)}"#
+        default:
+            let shown = String(command.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" })
+            return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume or status"}"#
+        }
+    }
+
+    var stateName: String { isStopping ? "stopping" : isPaused ? "paused" : "running" }
 
     /// Feeds the host's stdin to the serial console from a detached thread.
     private func startConsoleInput() {

@@ -46,3 +46,24 @@ enum VCPUKickSignal {
 
 /// SIGRTMIN is a function call in glibc, not a constant.
 let SIGRTMIN_VALUE: Int32 = __libc_current_sigrtmin()
+
+/// SIGTERM and SIGINT stop the VM cleanly: they are blocked in every thread and taken by one
+/// thread with sigwait, so no handler runs in the middle of device code.
+enum StopSignals {
+    static func handle(_ onSignal: @escaping @Sendable () -> Void) throws(VMMError) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        // Threads started after this inherit the mask.
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        let blocked = set
+        _ = try HostThread(name: "signals") {
+            var set = blocked
+            var signal: Int32 = 0
+            while sigwait(&set, &signal) == 0 {
+                onSignal()
+            }
+        }
+    }
+}

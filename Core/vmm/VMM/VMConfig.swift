@@ -27,6 +27,8 @@ public struct VMConfig: Sendable {
     public var serial: SerialOutput = .stdout
     /// Whether the serial console reads the host's stdin.
     public var serialInput = true
+    /// Path of the control socket (stop, pause, resume, status), if any.
+    public var controlSocket: String?
     /// Disks in order: the first is /dev/vda in the guest.
     public var disks: [Disk] = []
 

@@ -37,6 +37,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Serial console output: stdout, none, or file=PATH.")
     var serial: String = "stdout"
 
+    @Option(help: "Control socket path: `vmm stop|pause|resume|status PATH` talk to it.")
+    var socket: String?
+
     @Flag(help: "Do not feed stdin to the serial console.")
     var noConsoleInput = false
 
@@ -62,6 +65,7 @@ struct RunCommand: ParsableCommand {
         config.cpus = cpus
         config.serial = try serialOutput()
         config.serialInput = !noConsoleInput
+        config.controlSocket = socket
         config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
         let reason: Machine.ExitReason
         do {

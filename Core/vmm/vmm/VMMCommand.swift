@@ -6,7 +6,10 @@ struct VMMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmm",
         abstract: "The vmtools virtual machine monitor: runs one KVM virtual machine per process.",
-        subcommands: [RunCommand.self, CheckCommand.self]
+        subcommands: [
+            RunCommand.self, StopCommand.self, PauseCommand.self, ResumeCommand.self, StatusCommand.self,
+            CheckCommand.self,
+        ]
     )
 
     static func main() {

@@ -1,0 +1,71 @@
+#!/bin/bash
+# vmm's PCI devices and control socket with the stock Debian kernel: virtio-blk read-only and
+# read-write (bytes the guest writes are on the host after exit, a read-only disk refuses
+# writes), virtio-rng feeding /dev/hwrng, MSI-X interrupts, and stop/pause/resume/status
+# through the control socket and SIGTERM.
+source "$(dirname "$0")/lib.sh"
+work=$(mktemp -d)
+
+cat >"$work/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+mount -t sysfs sys /sys
+for m in virtio_pci virtio_blk virtio_rng; do modprobe $m || echo "GUEST-ERROR modprobe $m"; done
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vdb ] && break; sleep 0.5; done
+echo "GUEST-VDA [$(head -c 22 /dev/vda)]"
+echo "GUEST-RNG $(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+echo "GUEST-RNG-SOURCE $(cat /sys/class/misc/hw_random/rng_current)"
+echo "GUEST-MSIX $(grep -c PCI-MSI /proc/interrupts)"
+if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then echo "GUEST-RO-WRITE succeeded"; else echo "GUEST-RO-WRITE refused"; fi
+printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 seek=8 conv=sync,fsync 2>/dev/null && echo GUEST-RW-WRITE done
+if grep -q wait_forever /proc/cmdline; then
+  while true; do echo "tick"; sleep 1; done
+fi
+reboot -f
+INIT
+make_initramfs "$work/initrd.gz" "$work/init" virtio_pci virtio_blk virtio_rng
+
+printf 'known-contents-of-vda!' >"$work/ro.img"
+truncate -s 4M "$work/ro.img"
+truncate -s 4M "$work/rw.img"
+timeout 180 vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input --params quiet \
+  --disk "$work/ro.img" --rwdisk "$work/rw.img" --cpus 2 </dev/null >"$work/boot.log" 2>&1
+echo "vmm exit status $?" >>"$work/boot.log"
+sed -i 's/\r$//' "$work/boot.log"  # the guest's tty ends lines with CR LF
+
+check "vmm exits 0 after the guest reboots" grep -q "vmm exit status 0" "$work/boot.log"
+check "the guest reads the read-only disk's known contents" grep -q "GUEST-VDA \[known-contents-of-vda!\]" "$work/boot.log"
+check "virtio-rng is the guest's hwrng and gives 32 random bytes" bash -c "grep -q 'GUEST-RNG-SOURCE virtio_rng' $work/boot.log && grep -Eq 'GUEST-RNG [0-9a-f]{64}$' $work/boot.log && ! grep -q 'GUEST-RNG 0000000000000000' $work/boot.log"
+check "virtio devices interrupt through MSI-X" grep -Eq "GUEST-MSIX [1-9]" "$work/boot.log"
+check "a write to the read-only disk is refused" grep -q "GUEST-RO-WRITE refused" "$work/boot.log"
+check "the read-only image is unchanged" bash -c "head -c 22 $work/ro.img | grep -q known-contents-of-vda"
+check "bytes the guest wrote to the rw disk are on the host" bash -c "dd if=$work/rw.img bs=512 skip=8 count=1 2>/dev/null | head -c 20 | grep -q written-by-the-guest"
+check "no module failed to load" bash -c "! grep GUEST-ERROR $work/boot.log"
+
+# Control socket.
+vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input --params "quiet wait_forever" \
+  --socket "$work/ctl" --serial "file=$work/serial.log" </dev/null >"$work/ctl.log" 2>&1 &
+vmm_pid=$!
+for i in $(seq 90); do grep -q tick "$work/serial.log" 2>/dev/null && break; sleep 1; done
+ticks() { grep -c tick "$work/serial.log"; }
+check "status reports a running VM as JSON" bash -c "vmm status $work/ctl | grep -q '\"state\":\"running\",\"pid\":$vmm_pid,\"vcpus\":1,\"memory_mib\":256'"
+check "pause stops the guest's clock of ticks" bash -c "vmm pause $work/ctl | grep -q paused && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$a -eq \$b ]"
+check "status says paused" bash -c "vmm status $work/ctl | grep -q '\"state\":\"paused\"'"
+check "resume lets it run again" bash -c "vmm resume $work/ctl | grep -q running && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$b -gt \$a ]"
+check "an unknown command gets an error reply" bash -c "echo reboot-the-planet | socat - UNIX-CONNECT:$work/ctl | grep -q '\"ok\":false'"
+check "stop ends vmm with status 0 and removes the socket" bash -c "vmm stop $work/ctl && wait_pid() { for i in \$(seq 30); do kill -0 $vmm_pid 2>/dev/null || return 0; sleep 1; done; return 1; }; wait_pid && [ ! -e $work/ctl ]"
+wait "$vmm_pid"
+check "vmm's exit status after stop is 0" test "$?" -eq 0
+check "a stopped VM's socket refuses clients with a clear error" bash -c "! vmm status $work/ctl 2>&1 | grep -q 'cannot connect'; vmm status $work/ctl 2>&1 | grep -q 'cannot connect'"
+
+vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input --params "quiet wait_forever" \
+  --serial none </dev/null >"$work/term.log" 2>&1 &
+vmm_pid=$!
+sleep 8
+kill -TERM "$vmm_pid"
+wait "$vmm_pid"
+check "SIGTERM stops the VM cleanly (status 0)" test "$?" -eq 0
+check "a disk that does not exist is named in the error" bash -c "! vmm run --kernel $GUEST_KERNEL --disk /nonexistent.img 2>&1 </dev/null | grep -q 'cannot open the disk image /nonexistent.img'; vmm run --kernel $GUEST_KERNEL --disk /nonexistent.img 2>&1 </dev/null | grep -q 'cannot open the disk image /nonexistent.img'"
+rm -rf "$work"
+finish
