@@ -3,17 +3,19 @@
 # stock Debian kernel's modules, packed as a gzip cpio (base.cpio.gz), plus that kernel (vmlinuz).
 # The same kernel boots the testbed and, nested inside it, the project's guests.
 #
-# Usage: base.sh DIR KERNEL_PACKAGE MIRROR
+# Usage: base.sh DIR KERNEL_PACKAGE MIRROR [EXTRA_PACKAGES]
 # Sourced inputs are hashed by tools/testbed: edit this file and the cache rebuilds.
+# EXTRA_PACKAGES (comma-separated) makes a variant, e.g. with QEMU for the benchmarks.
 set -euo pipefail
 
-out=$1 kernel_pkg=$2 mirror=$3
+out=$1 kernel_pkg=$2 mirror=$3 extra=${4:-}
 work=$(mktemp -d "${out%/}.tmp.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # Packages of the testbed rootfs. busybox-static, cpio and e2fsprogs let tests build guest
 # initramfs images and disks inside the testbed; socat talks to Unix sockets from shell tests.
 include=systemd,systemd-sysv,dbus,iproute2,kmod,udev,nftables,procps,libstdc++6,busybox-static,cpio,gzip,e2fsprogs,socat,util-linux
+[ -z "$extra" ] || include=$include,$extra
 
 echo "testbed: debootstrap bookworm ($mirror)"
 mkdir -p "$work/rootfs" "$work/debs" "$(dirname "$out")/debs"

@@ -1,0 +1,78 @@
+#!/bin/bash
+# Inside the testbed (see tools/bench-boot): boots the same kernel and initramfs with each VMM
+# RUNS times and prints medians.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+runs=${1:-10}
+mem=256
+work=$(mktemp -d)
+cat >"$work/init" <<'INIT'
+#!/bin/sh
+echo BENCH-INIT
+sleep 1
+reboot -f
+INIT
+make_initramfs "$work/initrd.gz" "$work/init"
+params="console=ttyS0 reboot=k panic=-1 quiet"
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# rss_overhead PID: RSS in KiB of every mapping smaller than guest RAM (guest RAM is the one
+# mapping of at least $mem MiB).
+rss_overhead() {
+  awk -v ram=$((mem * 1024)) '
+    /^Size:/ { size = $2 }
+    /^Rss:/ { if (size < ram) total += $2 }
+    END { print total + 0 }' "/proc/$1/smaps"
+}
+
+# one NAME CMD...: one boot; appends "init_ms exit_ms rss_kib" to $work/NAME.
+one() {
+  local name=$1; shift
+  local fifo=$work/fifo start init=0 rss=0 pid
+  rm -f "$fifo"; mkfifo "$fifo"
+  start=$(now_us)
+  "$@" </dev/null >"$fifo" 2>/dev/null &
+  pid=$!
+  while IFS= read -r line; do
+    case $line in
+      *BENCH-INIT*)
+        init=$(( ($(now_us) - start) / 1000 ))
+        sleep 0.3
+        rss=$(rss_overhead "$pid")
+        ;;
+    esac
+  done <"$fifo"
+  wait "$pid"
+  echo "$init $(( ($(now_us) - start) / 1000 )) $rss" >>"$work/$name"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+
+vmm_cmd=(vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem $mem --cpus 1 --no-console-input --params quiet)
+microvm_cmd=(qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m $mem -smp 1 -nodefaults -no-user-config
+  -display none -no-reboot -serial stdio -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" -append "$params")
+q35_cmd=(qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m $mem -smp 1 -nodefaults -no-user-config
+  -display none -no-reboot -serial stdio -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" -append "$params")
+
+echo "bench: $runs boots each, $mem MiB, 1 vCPU, $(uname -r) guest, nested KVM in the testbed"
+for i in $(seq "$runs"); do
+  one vmm "${vmm_cmd[@]}"
+  one microvm "${microvm_cmd[@]}"
+  one q35 "${q35_cmd[@]}"
+done
+
+printf '%-22s %14s %14s %16s\n' "VMM" "to init (ms)" "to exit (ms)" "overhead (MiB)"
+for name in vmm microvm q35; do
+  f=$work/$name
+  init=$(awk '{print $1}' "$f" | median)
+  exit_ms=$(awk '{print $2}' "$f" | median)
+  rss=$(awk '{print $3}' "$f" | median)
+  failed=$(awk '$1 == 0' "$f" | wc -l)
+  label=$name
+  case $name in vmm) label="vmm (vmtools)" ;; microvm) label="qemu -M microvm" ;; q35) label="qemu -M q35" ;; esac
+  printf '%-22s %14s %14s %16s%s\n' "$label" "$init" "$exit_ms" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')" \
+    "$([ "$failed" -gt 0 ] && echo "  ($failed runs never reached init)")"
+done
+echo "raw (init_ms exit_ms rss_kib):"
+for name in vmm microvm q35; do echo "  $name: $(tr '\n' ';' <"$work/$name")"; done
