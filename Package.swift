@@ -33,6 +33,9 @@ let package = Package(
             path: "Core/vmm/vmm"),
 
         // MARK: - Tests
+        // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
+        .executableTarget(
+            name: "fuzz-virtqueue", dependencies: ["Virtio", "GuestMemory"], path: "Tests/Fuzz/virtqueue"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
         .testTarget(
             name: "KVMTests", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices"], path: "Tests/KVMTests"),

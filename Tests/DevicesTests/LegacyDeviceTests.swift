@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import Devices
@@ -223,5 +224,29 @@ struct DebugPortTests {
     @Test("the port is 0x80")
     func portNumber() {
         #expect(DebugPort.port == 0x80)
+    }
+}
+
+@Suite("ACPI sleep control")
+struct SleepControlTests {
+    @Test(
+        "SLP_EN with the S5 sleep type powers off; other values do not",
+        arguments: [
+            (UInt8(0x34), true),  // (5 << 2) | SLP_EN
+            (UInt8(0x14), false),  // S5 without SLP_EN
+            (UInt8(0x24), false),  // S1 with SLP_EN
+            (UInt8(0x00), false),
+        ])
+    func powerOff(value: UInt8, powersOff: Bool) {
+        let count = Mutex(0)
+        let device = SleepControl(s5SleepType: 5, onPowerOff: { count.withLock { $0 += 1 } })
+        var byte = value
+        withUnsafeBytes(of: &byte) { device.write(offset: 0, data: $0) }
+        #expect(count.withLock { $0 } == (powersOff ? 1 : 0))
+        // The status register and wide writes never power off.
+        withUnsafeBytes(of: &byte) { device.write(offset: 1, data: $0) }
+        var wide = UInt16(value)
+        withUnsafeBytes(of: &wide) { device.write(offset: 0, data: $0) }
+        #expect(count.withLock { $0 } == (powersOff ? 1 : 0))
     }
 }

@@ -85,7 +85,8 @@ struct BzImageTests {
         #expect(parsed.initSize == 0x123_4000)
         #expect(parsed.cmdlineSize == 4095)
         #expect(parsed.initrdAddrMax == 0x37FF_FFFF)
-        #expect(Array(parsed.payload) == image.payload)
+        #expect(
+            Array(image.bytes[parsed.payloadOffset...]) == image.payload && parsed.payloadSize == image.payload.count)
         // The header runs from 0x1F1 to 0x202 + the jump offset.
         #expect(parsed.setupHeader.count == 0x202 + 0x66 - 0x1F1)
         #expect(Array(parsed.setupHeader) == Array(image.bytes[0x1F1..<0x268]))
@@ -97,8 +98,9 @@ struct BzImageTests {
     func setupSectors(sects: UInt8, payloadOffset: Int) throws {
         let image = SyntheticBzImage(setupSects: sects)
         let parsed = try BzImage(image.bytes)
-        #expect(parsed.payload.startIndex == payloadOffset)
-        #expect(Array(parsed.payload) == image.payload)
+        #expect(parsed.payloadOffset == payloadOffset)
+        #expect(
+            Array(image.bytes[parsed.payloadOffset...]) == image.payload && parsed.payloadSize == image.payload.count)
     }
 
     @Test("a jump offset past the end of the known header is clamped at 0x280")

@@ -1,6 +1,7 @@
 #!/bin/bash
 # vmm boots the stock Debian kernel with a busybox initramfs: to the guest's init with 1 and 4
-# vCPUs, console input and output, the port-0x80 boot marker, reboot ending vmm with status 0,
+# vCPUs, console input and output, the port-0x80 boot marker, reboot and poweroff ending vmm
+# with status 0,
 # and clear errors for bad kernels and arguments.
 source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d)
@@ -19,6 +20,7 @@ if grep -q console_input /proc/cmdline; then
   done
   echo "GUEST-READ [$line]"
 fi
+grep -q do_poweroff /proc/cmdline && poweroff -f
 reboot -f
 INIT
 make_initramfs "$work/initrd.gz" "$work/init"
@@ -30,6 +32,7 @@ boot() { # boot LOG ARGS...: runs vmm with the test initramfs, output to LOG
 
 check "1 vCPU: guest init runs, reboot ends vmm with 0" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/one.log --params quiet && grep -q 'GUEST-INIT cpus=1' $work/one.log"
 check "the boot marker on port 0x80 is logged with a time" grep -Eq 'boot marker 0x41 at [0-9]+\.[0-9] ms' "$work/one.log"
+check "poweroff (ACPI S5) ends vmm with 0" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/off.log --params 'quiet do_poweroff' && grep -q 'guest powered off' $work/off.log"
 check "4 vCPUs: the guest sees 4 CPUs" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/four.log --cpus 4 --mem 512 --params quiet && grep -q 'GUEST-INIT cpus=4' $work/four.log"
 check "console input reaches the guest" bash -c "for i in \$(seq 60); do echo hello-from-host; sleep 1; done | timeout 120 vmm run --kernel $GUEST_KERNEL --initrd $work/initrd.gz --params 'quiet console_input' >$work/input.log 2>&1; grep -q 'GUEST-READ \[hello-from-host\]' $work/input.log"
 check "--serial file=PATH writes the console to the file" bash -c "timeout 120 vmm run --kernel $GUEST_KERNEL --initrd $work/initrd.gz --no-console-input --params quiet --serial file=$work/serial.log </dev/null >$work/stdout.log 2>&1 && grep -q GUEST-INIT $work/serial.log && ! grep -q GUEST-INIT $work/stdout.log"

@@ -32,18 +32,18 @@ one() {
   local fifo=$work/fifo start init=0 rss=0 pid
   rm -f "$fifo"; mkfifo "$fifo"
   start=$(now_us)
-  "$@" </dev/null >"$fifo" 2>/dev/null &
+  timeout -k 5 120 "$@" </dev/null >"$fifo" 2>/dev/null &
   pid=$!
   while IFS= read -r line; do
     case $line in
       *BENCH-INIT*)
         init=$(( ($(now_us) - start) / 1000 ))
         sleep 0.3
-        rss=$(rss_overhead "$pid")
+        rss=$(rss_overhead "$(pgrep -P "$pid" | head -n 1)")
         ;;
     esac
   done <"$fifo"
-  wait "$pid"
+  wait "$pid" || init=0  # a run that failed or hung counts as never reaching init
   echo "$init $(( ($(now_us) - start) / 1000 )) $rss" >>"$work/$name"
 }
 

@@ -59,8 +59,8 @@ public final class Machine: Sendable {
         }
         self.config = config
         self.log = log
-        let kernel = try readFile(config.kernelPath, what: "kernel")
-        let initrd = try config.initrdPath.map { path throws(VMMError) in try readFile(path, what: "initrd") }
+        let kernel = try FileImage(path: config.kernelPath, what: "kernel")
+        let initrd = try config.initrdPath.map { path throws(VMMError) in try FileImage(path: path, what: "initrd") }
 
         kvm = try KVMSystem()
         try kvm.require(KVMCapability.required)
@@ -85,8 +85,11 @@ public final class Machine: Sendable {
         } catch let error as LoaderError {
             throw VMMError("\(config.kernelPath): \(error)")
         }
+        // Both descriptions of the platform: ACPI (used by default; it gives the guest power-off)
+        // and the MP table (used when the guest is booted with acpi=off).
         try memory.write(
             MPTable.build(cpus: config.cpus, at: LinuxLoader.mpTableAddress), at: LinuxLoader.mpTableAddress)
+        try memory.write(ACPITables.build(cpus: config.cpus), at: ACPITables.rsdpAddress)
 
         serial = Serial8250(interrupt: GSIInterrupt(vm: vm, gsi: 4), output: try Self.serialSink(config.serial))
         pci = PCIBus(mmio: mmio)
@@ -104,7 +107,7 @@ public final class Machine: Sendable {
         try attachLegacyDevices()
         try attachPCIDevices()
         log.info(
-            "vm: \(config.cpus) vCPU, \(config.memoryMiB) MiB, kernel \(config.kernelPath), initrd \(entry.initrd.map { "\($0.size) bytes at 0x\(String($0.address, radix: 16))" } ?? "none")"
+            "vm: built in \(log.elapsedMilliseconds) ms: \(config.cpus) vCPU, \(config.memoryMiB) MiB, kernel \(config.kernelPath), initrd \(entry.initrd.map { "\($0.size) bytes at 0x\(String($0.address, radix: 16))" } ?? "none")"
         )
     }
 
@@ -114,6 +117,9 @@ public final class Machine: Sendable {
         let cmos = CMOS()
         cmos.setMemorySize(bytes: memory.size)
         try pio.insert(cmos, base: 0x70, length: 2)
+        try pio.insert(
+            SleepControl(s5SleepType: ACPITables.s5SleepType, onPowerOff: { [weak self] in self?.stop(.powerOff) }),
+            base: UInt64(ACPITables.sleepControlPort), length: 2)
         let log = self.log
         try pio.insert(
             DebugPort(onMarker: { value in

@@ -33,8 +33,10 @@ public struct VMConfig: Sendable {
     public var disks: [Disk] = []
 
     /// What every guest's command line starts with: the console on COM1, reboot through the
-    /// keyboard controller (the VM's exit path), and a panic that reboots at once.
-    public static let defaultParameters = "console=ttyS0 reboot=k panic=-1 acpi=off i8042.noaux i8042.nomux i8042.nopnp"
+    /// keyboard controller and power-off through ACPI S5 (both end the VM), a panic that reboots
+    /// at once, and PCI found by probing (the ACPI tables describe no host bridge).
+    public static let defaultParameters =
+        "console=ttyS0 reboot=k panic=-1 pci=noacpi i8042.noaux i8042.nomux i8042.nopnp"
 
     public init(kernelPath: String) {
         self.kernelPath = kernelPath

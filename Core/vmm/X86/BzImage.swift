@@ -1,13 +1,24 @@
-/// A parsed bzImage: the setup header (copied into the zero page) and the protected-mode payload.
+/// A parsed bzImage: the setup header (copied into the zero page) and where the protected-mode
+/// payload lies in the file.
 struct BzImage {
+    /// How much of the file's start holds everything the parser reads (setup_sects is at most 255).
+    static let headerWindow = 0x8000
+
     let setupHeader: [UInt8]
-    let payload: ArraySlice<UInt8>
+    let payloadOffset: Int
+    let payloadSize: Int
     let initSize: UInt32
     let cmdlineSize: UInt32
     let initrdAddrMax: UInt32
 
+    /// Parses a whole file held in memory.
     init(_ file: [UInt8]) throws(LoaderError) {
-        guard file.count >= 0x1000 else { throw .notAKernel("the file is only \(file.count) bytes") }
+        try self.init(header: Array(file[..<min(file.count, Self.headerWindow)]), fileSize: file.count)
+    }
+
+    /// Parses the first bytes of a file of `fileSize` bytes.
+    init(header file: [UInt8], fileSize: Int) throws(LoaderError) {
+        guard fileSize >= 0x1000, file.count >= 0x1000 else { throw .notAKernel("the file is only \(fileSize) bytes") }
         if file.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
             throw .unsupported("this is an ELF vmlinux; pass the bzImage (vmlinuz) instead")
         }
@@ -30,7 +41,8 @@ struct BzImage {
         // The header runs from 0x1F1 to 0x202 + the jump's offset byte.
         let headerEnd = min(0x202 + Int(file[BootParams.jump + 1]), 0x280)
         setupHeader = Array(file[BootParams.setupHeaderStart..<headerEnd])
-        payload = file[setupBytes...]
+        payloadOffset = setupBytes
+        payloadSize = fileSize - setupBytes
         initSize = file.loadLE(UInt32.self, at: BootParams.initSize) ?? 0
         cmdlineSize = file.loadLE(UInt32.self, at: BootParams.cmdlineSize) ?? 255
         initrdAddrMax = file.loadLE(UInt32.self, at: BootParams.initrdAddrMax) ?? 0x37FF_FFFF

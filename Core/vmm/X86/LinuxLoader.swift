@@ -39,18 +39,19 @@ public struct LinuxLoader: Sendable {
 
     public init() {}
 
-    /// Loads `kernel` (the file's bytes), `initrd` and `commandLine` into `memory`, writes the zero
+    /// Loads `kernel` (a bzImage), `initrd` and `commandLine` into `memory`, writes the zero
     /// page with `e820`, and returns the entry state.
     public func load(
-        kernel: [UInt8], initrd: [UInt8]?, commandLine: String, e820: [E820Entry], into memory: GuestMemory
+        kernel: some ImageSource, initrd: (any ImageSource)?, commandLine: String, e820: [E820Entry],
+        into memory: GuestMemory
     ) throws -> Entry {
-        let image = try BzImage(kernel)
-        let kernelEnd = Self.kernelAddress + max(UInt64(image.payload.count), UInt64(image.initSize))
+        let image = try BzImage(header: kernel.prefix(BzImage.headerWindow), fileSize: kernel.byteCount)
+        let kernelEnd = Self.kernelAddress + max(UInt64(image.payloadSize), UInt64(image.initSize))
         guard memory.contains(address: Self.kernelAddress, count: Int(kernelEnd - Self.kernelAddress)) else {
             throw LoaderError.tooLittleMemory(
                 "the kernel needs \((kernelEnd - Self.kernelAddress) >> 20) MiB above 2 MiB")
         }
-        try memory.write(image.payload, at: Self.kernelAddress)
+        try kernel.read(into: memory.buffer(at: Self.kernelAddress, count: image.payloadSize), at: image.payloadOffset)
 
         var zeroPage = [UInt8](repeating: 0, count: BootParams.size)
         zeroPage.replaceSubrange(
@@ -71,16 +72,16 @@ public struct LinuxLoader: Sendable {
         zeroPage.storeLE(UInt32(Self.commandLineAddress), at: BootParams.cmdLinePtr)
 
         var placedInitrd: (address: UInt64, size: UInt64)?
-        if let initrd, !initrd.isEmpty {
+        if let initrd, initrd.byteCount > 0 {
+            let size = UInt64(initrd.byteCount)
             let address = try Self.initrdAddress(
-                size: UInt64(initrd.count), kernelEnd: kernelEnd, maxAddress: UInt64(image.initrdAddrMax),
-                memory: memory)
-            try memory.write(initrd, at: address)
+                size: size, kernelEnd: kernelEnd, maxAddress: UInt64(image.initrdAddrMax), memory: memory)
+            try initrd.read(into: memory.buffer(at: address, count: initrd.byteCount), at: 0)
             zeroPage.storeLE(UInt32(truncatingIfNeeded: address), at: BootParams.ramdiskImage)
-            zeroPage.storeLE(UInt32(truncatingIfNeeded: initrd.count), at: BootParams.ramdiskSize)
+            zeroPage.storeLE(UInt32(truncatingIfNeeded: size), at: BootParams.ramdiskSize)
             zeroPage.storeLE(UInt32(truncatingIfNeeded: address >> 32), at: BootParams.extRamdiskImage)
-            zeroPage.storeLE(UInt32(truncatingIfNeeded: UInt64(initrd.count) >> 32), at: BootParams.extRamdiskSize)
-            placedInitrd = (address, UInt64(initrd.count))
+            zeroPage.storeLE(UInt32(truncatingIfNeeded: size >> 32), at: BootParams.extRamdiskSize)
+            placedInitrd = (address, size)
         }
 
         guard e820.count <= BootParams.e820MaxEntries else {
