@@ -1,8 +1,7 @@
 #!/bin/bash
 # vmm boots the stock Debian kernel with a busybox initramfs: to the guest's init with 1 and 4
 # vCPUs, console input and output, the port-0x80 boot marker, reboot and poweroff ending vmm
-# with status 0,
-# and clear errors for bad kernels and arguments.
+# with status 0, and clear errors for bad kernels and arguments.
 source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d)
 
