@@ -46,21 +46,10 @@ final class TinyGuest {
         for _ in 0..<maxExits {
             switch try vcpu.run() {
             case .io(let port, let isWrite, let size, let count, let data):
-                for i in 0..<count {
-                    let element = UnsafeMutableRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)])
-                    if isWrite {
-                        pio.write(UInt64(port), data: UnsafeRawBufferPointer(element))
-                    } else {
-                        pio.read(UInt64(port), data: element)
-                    }
-                }
+                pio.access(UInt64(port), isWrite: isWrite, size: size, count: count, data: data)
                 counts.pio += 1
             case .mmio(let address, let isWrite, let data):
-                if isWrite {
-                    mmio.write(address, data: UnsafeRawBufferPointer(data))
-                } else {
-                    mmio.read(address, data: data)
-                }
+                mmio.access(address, isWrite: isWrite, size: data.count, data: data)
                 counts.mmio += 1
             case .halt:
                 return counts

@@ -82,6 +82,24 @@ public final class IOBus: Sendable {
     }
 }
 
+// MARK: - Exit dispatch
+
+extension IOBus {
+    /// Serves a guest access as a vCPU exit reports it: `count` elements of `size` bytes at one
+    /// address (string port instructions repeat the access), written from or read into `data`.
+    public func access(_ address: UInt64, isWrite: Bool, size: Int, count: Int = 1, data: UnsafeMutableRawBufferPointer)
+    {
+        for i in 0..<count {
+            let element = UnsafeMutableRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)])
+            if isWrite {
+                write(address, data: UnsafeRawBufferPointer(element))
+            } else {
+                read(address, data: element)
+            }
+        }
+    }
+}
+
 /// Why a bus range could not be registered.
 public enum IOBusError: Error, Equatable, CustomStringConvertible {
     case overlap(bus: String, base: UInt64, length: UInt64)

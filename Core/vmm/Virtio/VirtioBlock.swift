@@ -73,9 +73,9 @@ public final class VirtioBlock: VirtioDevice {
     public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
         // struct virtio_blk_config: capacity (sectors) @0, size_max @8, seg_max @12, geometry @16, blk_size @20.
         var config = [UInt8](repeating: 0, count: 24)
-        for i in 0..<8 { config[i] = UInt8(truncatingIfNeeded: (capacityBytes / Self.sectorSize) >> (8 * UInt64(i))) }
-        for i in 0..<4 { config[12 + i] = UInt8(truncatingIfNeeded: Self.segMax >> (8 * UInt32(i))) }
-        for i in 0..<4 { config[20 + i] = UInt8(truncatingIfNeeded: UInt32(Self.sectorSize) >> (8 * UInt32(i))) }
+        config.storeLE(capacityBytes / Self.sectorSize, at: 0)
+        config.storeLE(Self.segMax, at: 12)
+        config.storeLE(UInt32(Self.sectorSize), at: 20)
         for i in 0..<data.count { data[i] = offset + i < config.count ? config[offset + i] : 0 }
     }
 
@@ -108,8 +108,8 @@ public final class VirtioBlock: VirtioDevice {
         if header.count < 16 {
             status = .ioError
         } else {
-            let type = header.loadLE(UInt32.self, at: 0)
-            let sector = header.loadLE(UInt64.self, at: 8)
+            let type = header.loadLE(UInt32.self, at: 0) ?? 0
+            let sector = header.loadLE(UInt64.self, at: 8) ?? 0
             switch RequestType(rawValue: type) {
             case .read:
                 (status, written) = transfer(dataOut, sector: sector, memory: memory, isWrite: false)
@@ -194,13 +194,5 @@ public enum VirtioDeviceError: Error, Equatable, CustomStringConvertible {
         case .open(let path, let code): return "cannot open the disk image \(path): \(String(cString: strerror(code)))"
         case .notADisk(let path): return "the disk image \(path) is neither a regular file nor a block device"
         }
-    }
-}
-
-extension [UInt8] {
-    func loadLE<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-        var value: T = 0
-        for i in 0..<MemoryLayout<T>.size where offset + i < count { value |= T(self[offset + i]) << (8 * i) }
-        return value
     }
 }

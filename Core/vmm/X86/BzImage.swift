@@ -1,3 +1,5 @@
+import GuestMemory
+
 /// A parsed bzImage: the setup header (copied into the zero page) and where the protected-mode
 /// payload lies in the file.
 struct BzImage {

@@ -1,3 +1,5 @@
+import GuestMemory
+
 /// The Intel MultiProcessor table (MP spec 1.4) that tells a kernel booted without ACPI how many
 /// CPUs there are, where the IOAPIC is, and how ISA interrupts reach it.
 public enum MPTable {
