@@ -1,8 +1,8 @@
 #!/bin/bash
 # vmm's PCI devices and control socket with the stock Debian kernel: virtio-blk read-only and
 # read-write (bytes the guest writes are on the host after exit, a read-only disk refuses
-# writes), virtio-rng feeding /dev/hwrng, MSI-X interrupts, and stop/pause/resume/status
-# through the control socket and SIGTERM.
+# writes), virtio-rng feeding /dev/hwrng, virtio-console (hvc0) output and input, MSI-X
+# interrupts, and stop/pause/resume/status through the control socket and SIGTERM.
 source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d)
 
@@ -19,12 +19,22 @@ echo "GUEST-RNG-SOURCE $(cat /sys/class/misc/hw_random/rng_current)"
 echo "GUEST-MSIX $(grep -c PCI-MSI /proc/interrupts)"
 if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then echo "GUEST-RO-WRITE succeeded"; else echo "GUEST-RO-WRITE refused"; fi
 printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 seek=8 conv=sync,fsync 2>/dev/null && echo GUEST-RW-WRITE done
+if grep -q hvc_test /proc/cmdline; then
+  modprobe virtio_console || echo "GUEST-ERROR modprobe virtio_console"
+  for i in 1 2 3 4 5 6 7 8 9 10; do [ -c /dev/hvc0 ] && break; sleep 0.5; done
+  echo "GUEST-HVC hello-on-hvc0" >/dev/hvc0
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    read -r line </dev/hvc0
+    [ "$line" = from-host-hvc ] && break
+  done
+  echo "GUEST-HVC-READ [$line]" >/dev/hvc0
+fi
 if grep -q wait_forever /proc/cmdline; then
   while true; do echo "tick"; sleep 1; done
 fi
 reboot -f
 INIT
-make_initramfs "$work/initrd.gz" "$work/init" virtio_pci virtio_blk virtio_rng
+make_initramfs "$work/initrd.gz" "$work/init" virtio_pci virtio_blk virtio_rng virtio_console
 
 printf 'known-contents-of-vda!' >"$work/ro.img"
 truncate -s 4M "$work/ro.img"
@@ -42,6 +52,14 @@ check "a write to the read-only disk is refused" grep -q "GUEST-RO-WRITE refused
 check "the read-only image is unchanged" bash -c "head -c 22 $work/ro.img | grep -q known-contents-of-vda"
 check "bytes the guest wrote to the rw disk are on the host" bash -c "dd if=$work/rw.img bs=512 skip=8 count=1 2>/dev/null | head -c 20 | grep -q written-by-the-guest"
 check "no module failed to load" bash -c "! grep GUEST-ERROR $work/boot.log"
+
+# virtio-console: output to a file, host stdin to the guest's hvc0 (repeated: input that comes
+# before the driver posts its buffers waits, bounded).
+for i in $(seq 60); do echo from-host-hvc; sleep 1; done | timeout 120 vmm run --kernel "$GUEST_KERNEL" \
+  --initrd "$work/initrd.gz" --params "quiet hvc_test" --console "file=$work/hvc.log" >"$work/hvc-serial.log" 2>&1
+check "virtio-console: the guest's hvc0 output reaches the console file" grep -q "GUEST-HVC hello-on-hvc0" "$work/hvc.log"
+check "virtio-console: host input reaches the guest's hvc0" grep -q "GUEST-HVC-READ \[from-host-hvc\]" "$work/hvc.log"
+check "a bad --console is refused" bash -c "! vmm run --kernel $GUEST_KERNEL --console bogus 2>&1 | grep -q 'console must be'; vmm run --kernel $GUEST_KERNEL --console bogus 2>&1 | grep -q 'console must be'"
 
 # Control socket.
 vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input --params "quiet wait_forever" \

@@ -47,6 +47,8 @@ public final class Machine: Sendable {
     let log: Logger
     private let exitReason = Mutex<ExitReason?>(nil)
     private let gate = PauseGate()
+    /// The virtio-console's transport, when there is one: host input goes there instead of COM1.
+    private let consoleTransport = Mutex<VirtioPCIDevice?>(nil)
     private let threads = Mutex<[HostThread]>([])
 
     /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
@@ -91,7 +93,8 @@ public final class Machine: Sendable {
             MPTable.build(cpus: config.cpus, at: LinuxLoader.mpTableAddress), at: LinuxLoader.mpTableAddress)
         try memory.write(ACPITables.build(cpus: config.cpus), at: ACPITables.rsdpAddress)
 
-        serial = Serial8250(interrupt: GSIInterrupt(vm: vm, gsi: 4), output: try Self.serialSink(config.serial))
+        let serialOutput = try Self.outputSink(config.serial, what: "serial")
+        serial = Serial8250(interrupt: GSIInterrupt(vm: vm, gsi: 4), output: { serialOutput([$0]) })
         pci = PCIBus(mmio: mmio)
         let supportedCPUID = try kvm.supportedCPUID()
         var vcpus: [VCPU] = []
@@ -132,6 +135,9 @@ public final class Machine: Sendable {
         try pio.insert(pci.configPortDevice, base: PCIBus.configPort, length: PCIBus.configPortLength)
         try pci.attach(PCIHostBridge(), slot: 0)
         var devices: [any VirtioDevice] = [VirtioRNG()]
+        if let output = config.console {
+            devices.append(VirtioConsole(output: try Self.outputSink(output, what: "console")))
+        }
         for disk in config.disks {
             do {
                 devices.append(try VirtioBlock(path: disk.path, readOnly: disk.readOnly))
@@ -148,10 +154,14 @@ public final class Machine: Sendable {
                 device: device, memory: memory, barAddress: Self.pciWindowStart + UInt64(slot) * Self.pciSlotSpacing,
                 signaler: signaler, onError: { log.error($0) })
             try pci.attach(transport, slot: slot)
+            if device is VirtioConsole { consoleTransport.withLock { $0 = transport } }
         }
     }
 
-    static func serialSink(_ output: VMConfig.SerialOutput) throws(VMMError) -> @Sendable (UInt8) -> Void {
+    /// A writer for a console's output (`what` names it in errors).
+    static func outputSink(_ output: VMConfig.SerialOutput, what: String) throws(VMMError)
+        -> @Sendable ([UInt8]) -> Void
+    {
         let fd: Int32
         switch output {
         case .none: return { _ in }
@@ -159,12 +169,17 @@ public final class Machine: Sendable {
         case .file(let path):
             fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
             guard fd >= 0 else {
-                throw VMMError("cannot open the serial log \(path): \(String(cString: strerror(errno)))")
+                throw VMMError("cannot open the \(what) log \(path): \(String(cString: strerror(errno)))")
             }
         }
-        return { byte in
-            var byte = byte
-            _ = write(fd, &byte, 1)
+        return { bytes in
+            var done = 0
+            while done < bytes.count {
+                let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return }  // a closed console drops output; the guest must not stall
+                done += n
+            }
         }
     }
 
@@ -287,6 +302,7 @@ public final class Machine: Sendable {
     /// Feeds the host's stdin to the serial console from a detached thread.
     private func startConsoleInput() {
         let serial = self.serial
+        let console = consoleTransport.withLock { $0 }
         _ = try? HostThread(name: "console-in") {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {
@@ -294,9 +310,15 @@ public final class Machine: Sendable {
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { return }
                 var pending = buffer[0..<n]
-                // The guest drains the FIFO as it runs; wait rather than drop typed input.
+                // The guest drains its buffers as it runs; wait rather than drop typed input.
                 while !pending.isEmpty {
-                    let accepted = serial.receive(pending)
+                    let accepted: Int
+                    if let console, let device = console.device as? VirtioConsole {
+                        accepted = device.receive(pending)
+                        console.notify(queue: 0)
+                    } else {
+                        accepted = serial.receive(pending)
+                    }
                     pending = pending.dropFirst(accepted)
                     if !pending.isEmpty { usleep(1000) }
                 }

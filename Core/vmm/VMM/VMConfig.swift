@@ -25,7 +25,10 @@ public struct VMConfig: Sendable {
     public var memoryMiB: UInt64 = 256
     public var cpus: Int = 1
     public var serial: SerialOutput = .stdout
-    /// Whether the serial console reads the host's stdin.
+    /// Output of a virtio-console (the guest's hvc0), if the VM has one; host input then goes
+    /// to hvc0 instead of the serial port.
+    public var console: SerialOutput?
+    /// Whether the guest's console reads the host's stdin.
     public var serialInput = true
     /// Path of the control socket (stop, pause, resume, status), if any.
     public var controlSocket: String?

@@ -37,6 +37,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Serial console output: stdout, none, or file=PATH.")
     var serial: String = "stdout"
 
+    @Option(help: "Add a virtio-console (hvc0) with output to stdout, none, or file=PATH; stdin then feeds hvc0.")
+    var console: String?
+
     @Option(help: "Control socket path: `vmm stop|pause|resume|status PATH` talk to it.")
     var socket: String?
 
@@ -44,15 +47,16 @@ struct RunCommand: ParsableCommand {
     var noConsoleInput = false
 
     func validate() throws {
-        _ = try serialOutput()
+        _ = try output(serial, option: "serial")
+        if let console { _ = try output(console, option: "console") }
     }
 
-    func serialOutput() throws -> VMConfig.SerialOutput {
-        switch serial {
+    func output(_ value: String, option: String) throws -> VMConfig.SerialOutput {
+        switch value {
         case "stdout": return .stdout
         case "none": return .none
         case let value where value.hasPrefix("file="): return .file(String(value.dropFirst(5)))
-        default: throw ValidationError("--serial must be stdout, none or file=PATH, not '\(serial)'")
+        default: throw ValidationError("--\(option) must be stdout, none or file=PATH, not '\(value)'")
         }
     }
 
@@ -63,7 +67,8 @@ struct RunCommand: ParsableCommand {
         config.parameters = params.joined(separator: " ")
         config.memoryMiB = mem
         config.cpus = cpus
-        config.serial = try serialOutput()
+        config.serial = try output(serial, option: "serial")
+        config.console = try console.map { try output($0, option: "console") }
         config.serialInput = !noConsoleInput
         config.controlSocket = socket
         config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
