@@ -65,9 +65,10 @@ done
 printf '%-22s %14s %14s %16s\n' "VMM" "to init (ms)" "to exit (ms)" "overhead (MiB)"
 for name in vmm microvm q35; do
   f=$work/$name
-  init=$(awk '{print $1}' "$f" | median)
-  exit_ms=$(awk '{print $2}' "$f" | median)
-  rss=$(awk '{print $3}' "$f" | median)
+  # Medians over the runs that reached init; failed runs are counted separately.
+  init=$(awk '$1 > 0 {print $1}' "$f" | median)
+  exit_ms=$(awk '$1 > 0 {print $2}' "$f" | median)
+  rss=$(awk '$1 > 0 {print $3}' "$f" | median)
   failed=$(awk '$1 == 0' "$f" | wc -l)
   label=$name
   case $name in vmm) label="vmm (vmtools)" ;; microvm) label="qemu -M microvm" ;; q35) label="qemu -M q35" ;; esac
