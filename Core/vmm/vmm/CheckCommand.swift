@@ -2,6 +2,7 @@ import ArgumentParser
 import CKVM
 import GuestMemory
 import KVM
+import VMM
 import X86
 
 #if canImport(Glibc)
@@ -21,14 +22,14 @@ struct CheckCommand: ParsableCommand {
     var device = "/dev/kvm"
 
     func run() throws {
-        let start = monotonicNanoseconds()
+        let start = Logger.now()
         let kvm = try KVMSystem(path: device)
         try kvm.require(KVMCapability.required)
         print(
             "kvm: \(device) API 12, \(KVMCapability.required.count) required capabilities present, max vCPUs \(kvm.checkExtension(.maxVCPUs))"
         )
         let report = try ProbeGuest.run(on: kvm)
-        let elapsed = monotonicNanoseconds() - start
+        let elapsed = Logger.now() - start
         print("kvm: vCPU ran a long-mode guest: \(report) in \(elapsed / 1_000_000).\(elapsed / 100_000 % 10) ms")
         print("kvm: OK")
     }
@@ -90,10 +91,4 @@ enum ProbeGuest {
         }
         return "2 port writes, 1 MMIO write, 1 MMIO read, 1 RAM store, halt"
     }
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
