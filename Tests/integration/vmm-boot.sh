@@ -34,6 +34,21 @@ check "the boot marker on port 0x80 is logged with a time" grep -Eq 'boot marker
 check "poweroff (ACPI S5) ends vmm with 0" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/off.log --params 'quiet do_poweroff' && grep -q 'guest powered off' $work/off.log"
 check "4 vCPUs: the guest sees 4 CPUs" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/four.log --cpus 4 --mem 512 --params quiet && grep -q 'GUEST-INIT cpus=4' $work/four.log"
 check "console input reaches the guest" bash -c "for i in \$(seq 60); do echo hello-from-host; sleep 1; done | timeout 120 vmm run --kernel $GUEST_KERNEL --initrd $work/initrd.gz --params 'quiet console_input' >$work/input.log 2>&1; grep -q 'GUEST-READ \[hello-from-host\]' $work/input.log"
+# An interactive terminal (a pty from script(1)): raw while the VM runs, restored after it.
+cat >"$work/interactive.sh" <<INNER
+stty -g >$work/tty-before
+vmm run --kernel $GUEST_KERNEL --initrd $work/initrd.gz --params 'quiet console_input' <&0 &
+sleep 2
+stty -a >$work/tty-during
+wait \$!
+echo "vmm-rc=\$?"
+stty -g >$work/tty-after
+INNER
+for i in $(seq 60); do echo hello-from-host; sleep 1; done |
+  timeout 150 script -qefc "bash $work/interactive.sh" /dev/null 2>&1 | tr -d '\r' >"$work/tty.log"
+check "on a terminal: typed input reaches the guest and vmm exits 0" bash -c "grep -q 'GUEST-READ \[hello-from-host\]' $work/tty.log && grep -q vmm-rc=0 $work/tty.log"
+check "on a terminal: raw mode (no echo, no line editing) while the VM runs" bash -c "cat $work/tty-during; grep -q -- '-icanon' $work/tty-during && grep -q -- '-echo ' $work/tty-during"
+check "on a terminal: the settings are restored when vmm exits" cmp "$work/tty-before" "$work/tty-after"
 check "--serial file=PATH writes the console to the file" bash -c "timeout 120 vmm run --kernel $GUEST_KERNEL --initrd $work/initrd.gz --no-console-input --params quiet --serial file=$work/serial.log </dev/null >$work/stdout.log 2>&1 && grep -q GUEST-INIT $work/serial.log && ! grep -q GUEST-INIT $work/stdout.log"
 
 # Bad input: each fails with status 1 or 64 (usage) and a message that names the problem.

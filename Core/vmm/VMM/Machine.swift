@@ -201,6 +201,8 @@ public final class Machine: Sendable {
             started.append(try HostThread(name: "vcpu\(vcpu.id)") { [self] in runLoop(vcpu) })
         }
         threads.withLock { $0 = started }
+        let terminal = config.serialInput ? RawTerminal() : nil
+        defer { terminal?.restore() }
         if config.serialInput { startConsoleInput() }
         for thread in started { thread.join() }
         return exitReason.withLock { $0 } ?? .crashed("vCPUs stopped without a reason")
