@@ -34,6 +34,22 @@ struct VirtioPCIDeviceTests {
         driver.programVector(1, address: Self.msiAddress, data: 0x41)
     }
 
+    // MARK: - Vectors
+
+    @Test("an MSI-X vector the table does not have reads back as NO_VECTOR; a valid one sticks")
+    func unmappableVectors() {
+        // The rng transport has 2 vectors: 0 (config) and 1 (its queue).
+        driver.write(TransportDriver.Common.msixConfig, 1, 2)
+        #expect(driver.read(TransportDriver.Common.msixConfig, 2) == 1)
+        driver.write(TransportDriver.Common.msixConfig, 2, 2)
+        #expect(driver.read(TransportDriver.Common.msixConfig, 2) == 0xFFFF)
+        driver.selectQueue(0)
+        driver.write(TransportDriver.Common.queueMSIXVector, 0x7FF, 2)
+        #expect(driver.read(TransportDriver.Common.queueMSIXVector, 2) == 0xFFFF)
+        driver.write(TransportDriver.Common.queueMSIXVector, 1, 2)
+        #expect(driver.read(TransportDriver.Common.queueMSIXVector, 2) == 1)
+    }
+
     // MARK: - Identity and capabilities
 
     @Test("the function identifies as a modern virtio device with a 64-bit BAR 0")

@@ -223,11 +223,11 @@ public final class VirtioPCIDevice: PCIDevice {
             guard state.status & VirtioStatus.featuresOK == 0, state.driverFeatureSelect < 2 else { break }
             let shift = 32 * UInt64(state.driverFeatureSelect)
             state.driverFeatures = (state.driverFeatures & ~(0xFFFF_FFFF << shift)) | ((value & 0xFFFF_FFFF) << shift)
-        case (0x10, 2): state.configVector = UInt16(truncatingIfNeeded: value)
+        case (0x10, 2): state.configVector = mappableVector(value)
         case (0x14, 1): return writeStatus(&state, UInt8(truncatingIfNeeded: value))
         case (0x16, 2): state.queueSelect = UInt16(truncatingIfNeeded: value)
         case (0x18, 2) where canEditQueue: state.queues[select].size = UInt16(truncatingIfNeeded: value)
-        case (0x1A, 2) where hasQueue: state.queues[select].msixVector = UInt16(truncatingIfNeeded: value)
+        case (0x1A, 2) where hasQueue: state.queues[select].msixVector = mappableVector(value)
         case (0x1C, 2) where canEditQueue && value == 1:
             do {
                 try state.queues[select].validate(memory: memory)
@@ -250,6 +250,12 @@ public final class VirtioPCIDevice: PCIDevice {
         default: break
         }
         return []
+    }
+
+    /// A vector the driver asked for, or NO_VECTOR when the table has no such entry: the driver
+    /// reads the field back to learn that the mapping failed (virtio 1.x, 4.1.5.1.2).
+    private func mappableVector(_ value: UInt64) -> UInt16 {
+        value < UInt64(msix.vectorCount) ? UInt16(value) : Self.noVector
     }
 
     private func writeStatus(_ state: inout State, _ value: UInt8) -> [Int] {
