@@ -41,28 +41,25 @@ public final class PCIBus: Sendable {
     // MARK: - Configuration mechanism #1
 
     func readData(portOffset: Int, count: Int) -> UInt32 {
-        guard let (device, register) = selected(portOffset: portOffset) else { return UInt32.max >> (32 - 8 * count) }
-        return device.readConfig(offset: register, count: count)
+        guard let target = selected(portOffset: portOffset) else { return UInt32.max >> (32 - 8 * count) }
+        return target.device.readConfig(offset: target.register, count: count)
     }
 
     func writeData(portOffset: Int, count: Int, value: UInt32) {
-        guard let (device, register) = selected(portOffset: portOffset), let slot = selectedSlot else { return }
-        device.writeConfig(offset: register, count: count, value: value)
+        guard let target = selected(portOffset: portOffset) else { return }
+        target.device.writeConfig(offset: target.register, count: count, value: value)
         // BAR moves and memory-enable changes both show up here; remap when anything differs.
-        if register < 0x28 { try? updateMappings(slot: slot, device: device) }
+        if target.register < 0x28 { try? updateMappings(slot: target.slot, device: target.device) }
     }
 
-    private var selectedSlot: Int? {
+    /// What an access to 0xCFC + `portOffset - 4` reaches, decoded from one snapshot of the
+    /// address register: bus 0, function 0 only.
+    private func selected(portOffset: Int) -> (device: any PCIDevice, slot: Int, register: Int)? {
         let value = address.withLock { $0 }
         guard value & 0x8000_0000 != 0, (value >> 16) & 0xFF == 0, (value >> 8) & 0x7 == 0 else { return nil }
-        return Int((value >> 11) & 0x1F)
-    }
-
-    /// The device and register an access to 0xCFC + `portOffset - 4` reaches: bus 0, function 0 only.
-    private func selected(portOffset: Int) -> (any PCIDevice, Int)? {
-        guard let slot = selectedSlot, let device = devices.withLock({ $0[slot] }) else { return nil }
-        let register = Int(address.withLock { $0 } & 0xFC) + (portOffset - 4)
-        return (device, register)
+        let slot = Int((value >> 11) & 0x1F)
+        guard let device = devices.withLock({ $0[slot] }) else { return nil }
+        return (device, slot, Int(value & 0xFC) + (portOffset - 4))
     }
 
     func writeAddress(_ value: UInt32) { address.withLock { $0 = value } }
