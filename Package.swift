@@ -15,14 +15,20 @@ let package = Package(
     targets: [
         // MARK: - Core: the VMM and its pieces
         .target(name: "CKVM", path: "Core/CKVM"),
+        .target(name: "CLinux", path: "Core/CLinux"),
+        .systemLibrary(name: "CSeccomp", path: "Core/CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        // Least privilege for every process of the project: seccomp allowlists, capabilities.
+        .target(name: "Sandbox", dependencies: ["CSeccomp"], path: "Core/Sandbox"),
         .target(name: "GuestMemory", path: "Core/vmm/GuestMemory"),
+        .target(name: "EventLoop", dependencies: ["CLinux"], path: "Core/vmm/EventLoop"),
         .target(name: "KVM", dependencies: ["CKVM"], path: "Core/vmm/KVM"),
         .target(name: "X86", dependencies: ["KVM", "CKVM", "GuestMemory"], path: "Core/vmm/X86"),
         .target(name: "Devices", dependencies: ["GuestMemory"], path: "Core/vmm/Devices"),
         .target(name: "PCI", dependencies: ["Devices"], path: "Core/vmm/PCI"),
         .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory"], path: "Core/vmm/Virtio"),
         .target(
-            name: "VMM", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices", "PCI", "Virtio"],
+            name: "VMM",
+            dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "EventLoop", "Devices", "PCI", "Virtio", "Sandbox"],
             path: "Core/vmm/VMM"),
         .executableTarget(
             name: "vmm",
@@ -36,13 +42,22 @@ let package = Package(
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
         .executableTarget(
             name: "fuzz-virtqueue", dependencies: ["Virtio", "GuestMemory"], path: "Tests/Fuzz/virtqueue"),
+        .executableTarget(
+            name: "fuzz-kernel-loader", dependencies: ["X86", "GuestMemory"], path: "Tests/Fuzz/kernel-loader"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
+        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], path: "Tests/EventLoopTests"),
         .testTarget(
-            name: "KVMTests", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices"], path: "Tests/KVMTests"),
+            name: "KVMTests", dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "Devices", "EventLoop"],
+            path: "Tests/KVMTests"),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], path: "Tests/DevicesTests"),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Devices"], path: "Tests/PCITests"),
         .testTarget(
             name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], path: "Tests/VirtioTests"),
+        .target(name: "SandboxProbe", dependencies: ["CSeccomp"], path: "Tests/SandboxProbe"),
+        .testTarget(
+            name: "SandboxTests", dependencies: ["Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/SandboxTests"),
+        .testTarget(
+            name: "VMMTests", dependencies: ["VMM", "Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/VMMTests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]

@@ -4,8 +4,9 @@ import GuestMemory
 import KVM
 import X86
 
-/// A minimal machine for tests: 2 MiB of RAM, one vCPU, and PIO/MMIO buses. Code is loaded
-/// at 0x1000 and run until `hlt`; every exit goes through the buses like the real VMM's.
+/// A minimal machine for tests: 2 MiB of RAM (or the caller's memory), one vCPU, and PIO/MMIO
+/// buses. Code is loaded at 0x1000 and run until `hlt`; every exit goes through the buses like
+/// the real VMM's.
 final class TinyGuest {
     let kvm: KVMSystem
     let vm: VirtualMachine
@@ -15,25 +16,38 @@ final class TinyGuest {
     let mmio = IOBus(name: "mmio")
     static let entry: UInt64 = 0x1000
 
-    init(code: [UInt8], longMode: Bool) throws {
+    /// A guest over `memory`, every region registered with KVM; `start` puts the vCPU in its
+    /// initial state.
+    init(memory: GuestMemory, start: (VCPU) throws -> Void) throws {
         kvm = try KVMSystem()
         vm = try kvm.createVM()
-        memory = try GuestMemory(ranges: [(0, 2 << 20)])
-        let region = memory.regions[0]
-        try vm.setUserMemoryRegion(slot: 0, guestAddress: 0, size: region.size, hostAddress: region.hostAddress)
-        try memory.write(code, at: Self.entry)
+        self.memory = memory
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setUserMemoryRegion(
+                slot: UInt32(slot), guestAddress: region.guestAddress, size: region.size,
+                hostAddress: region.hostAddress)
+        }
         vcpu = try vm.createVCPU(id: 0)
-        if longMode {
-            try LongMode.start(vcpu, memory: memory, entry: Self.entry, stack: 0x8000)
-        } else {
-            var sregs = try vcpu.specialRegisters()
-            sregs.cs.base = 0
-            sregs.cs.selector = 0
-            try vcpu.setSpecialRegisters(sregs)
-            var regs = kvm_regs()
-            regs.rip = Self.entry
-            regs.rflags = 2
-            try vcpu.setRegisters(regs)
+        try start(vcpu)
+    }
+
+    /// 2 MiB of RAM with `code` at ``entry``, started in real or long mode.
+    convenience init(code: [UInt8], longMode: Bool) throws {
+        let memory = try GuestMemory(ranges: [(0, 2 << 20)])
+        try memory.write(code, at: Self.entry)
+        try self.init(memory: memory) { vcpu in
+            if longMode {
+                try LongMode.start(vcpu, memory: memory, entry: Self.entry, stack: 0x8000)
+            } else {
+                var sregs = try vcpu.specialRegisters()
+                sregs.cs.base = 0
+                sregs.cs.selector = 0
+                try vcpu.setSpecialRegisters(sregs)
+                var regs = kvm_regs()
+                regs.rip = Self.entry
+                regs.rflags = 2
+                try vcpu.setRegisters(regs)
+            }
         }
     }
 

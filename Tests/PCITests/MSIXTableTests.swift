@@ -52,6 +52,7 @@ struct MSIXTableTests {
         #expect(signaler.messages.isEmpty)
         table.trigger(1)
         #expect(signaler.messages == [MSIMessage(address: 0xFEE0_0000, data: 0x41)])
+        #expect(signaler.vectors == [1])
         table.updateControl(0)
         #expect(!table.isEnabled)
         table.trigger(1)
@@ -110,6 +111,7 @@ struct MSIXTableTests {
             signaler.messages == [
                 MSIMessage(address: 0xFEE0_0000, data: 0x30), MSIMessage(address: 0xFEE0_2000, data: 0x33),
             ])
+        #expect(signaler.vectors == [0, 3])
         #expect(pba(table) == 0b0010)
     }
 

@@ -66,13 +66,15 @@ struct MSIMessage: Equatable, Sendable, CustomStringConvertible {
 
 /// Records every message it is asked to deliver.
 final class RecordingSignaler: MSISignaler {
-    private let storage = Mutex<[MSIMessage]>([])
+    private let storage = Mutex<[(vector: Int, message: MSIMessage)]>([])
 
-    func signal(address: UInt64, data: UInt32) {
-        storage.withLock { $0.append(MSIMessage(address: address, data: data)) }
+    func signal(vector: Int, address: UInt64, data: UInt32) {
+        storage.withLock { $0.append((vector, MSIMessage(address: address, data: data))) }
     }
 
-    var messages: [MSIMessage] { storage.withLock { $0 } }
+    var messages: [MSIMessage] { storage.withLock { $0.map(\.message) } }
+    /// The table entry each message came from.
+    var vectors: [Int] { storage.withLock { $0.map(\.vector) } }
 }
 
 extension BusDevice {

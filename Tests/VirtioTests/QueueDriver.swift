@@ -175,7 +175,9 @@ struct MSIMessage: Equatable, Sendable {
 final class RecordingSignaler: MSISignaler {
     let messages = Collected<MSIMessage>()
 
-    func signal(address: UInt64, data: UInt32) { messages.append(MSIMessage(address: address, data: data)) }
+    func signal(vector: Int, address: UInt64, data: UInt32) {
+        messages.append(MSIMessage(address: address, data: data))
+    }
 }
 
 /// A guest RAM of `size` bytes at address 0.

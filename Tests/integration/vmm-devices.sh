@@ -2,7 +2,8 @@
 # vmm's PCI devices and control socket with the stock Debian kernel: virtio-blk read-only and
 # read-write (bytes the guest writes are on the host after exit, a read-only disk refuses
 # writes), virtio-rng feeding /dev/hwrng, virtio-console (hvc0) output and input, MSI-X
-# interrupts, and stop/pause/resume/status through the control socket and SIGTERM.
+# interrupts (irqfd) and queue doorbells (ioeventfd), a guest kernel panic reported through
+# pvpanic, stop/pause/resume/status through the control socket and SIGTERM, and vmm's sandbox.
 source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d)
 
@@ -19,6 +20,16 @@ echo "GUEST-RNG-SOURCE $(cat /sys/class/misc/hw_random/rng_current)"
 echo "GUEST-MSIX $(grep -c PCI-MSI /proc/interrupts)"
 if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync 2>/dev/null; then echo "GUEST-RO-WRITE succeeded"; else echo "GUEST-RO-WRITE refused"; fi
 printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 seek=8 conv=sync,fsync 2>/dev/null && echo GUEST-RW-WRITE done
+# Two MiB through the device thread: the host checks the same bytes landed.
+dd if=/dev/urandom of=/tmp/blob bs=1M count=2 2>/dev/null
+echo "GUEST-BLOB-MD5 $(md5sum </tmp/blob | cut -d' ' -f1)"
+dd if=/tmp/blob of=/dev/vdb bs=1M seek=1 conv=fsync 2>/dev/null || echo "GUEST-ERROR blob write"
+echo 3 >/proc/sys/vm/drop_caches
+echo "GUEST-BLOB-READBACK $(dd if=/dev/vdb bs=1M skip=1 count=2 2>/dev/null | md5sum | cut -d' ' -f1)"
+if grep -q panic_test /proc/cmdline; then
+  modprobe pvpanic-pci || echo "GUEST-ERROR modprobe pvpanic-pci"
+  echo c >/proc/sysrq-trigger
+fi
 if grep -q hvc_test /proc/cmdline; then
   modprobe virtio_console || echo "GUEST-ERROR modprobe virtio_console"
   for i in 1 2 3 4 5 6 7 8 9 10; do [ -c /dev/hvc0 ] && break; sleep 0.5; done
@@ -34,7 +45,7 @@ if grep -q wait_forever /proc/cmdline; then
 fi
 reboot -f
 INIT
-make_initramfs "$work/initrd.gz" "$work/init" virtio_pci virtio_blk virtio_rng virtio_console
+make_initramfs "$work/initrd.gz" "$work/init" virtio_pci virtio_blk virtio_rng virtio_console pvpanic-pci
 
 printf 'known-contents-of-vda!' >"$work/ro.img"
 truncate -s 4M "$work/ro.img"
@@ -51,11 +62,20 @@ check "virtio devices interrupt through MSI-X" grep -Eq "GUEST-MSIX [1-9]" "$wor
 check "a write to the read-only disk is refused" grep -q "GUEST-RO-WRITE refused" "$work/boot.log"
 check "the read-only image is unchanged" bash -c "head -c 22 $work/ro.img | grep -q known-contents-of-vda"
 check "bytes the guest wrote to the rw disk are on the host" bash -c "dd if=$work/rw.img bs=512 skip=8 count=1 2>/dev/null | head -c 20 | grep -q written-by-the-guest"
+check "2 MiB written by the guest are on the host, byte for byte" bash -c "want=\$(sed -n 's/^GUEST-BLOB-MD5 //p' $work/boot.log); got=\$(dd if=$work/rw.img bs=1M skip=1 count=2 2>/dev/null | md5sum | cut -d' ' -f1); echo \$want \$got; [ -n \"\$want\" ] && [ \"\$want\" = \"\$got\" ]"
+check "the guest reads the 2 MiB back from the disk unchanged" bash -c "want=\$(sed -n 's/^GUEST-BLOB-MD5 //p' $work/boot.log); grep -q \"GUEST-BLOB-READBACK \$want\" $work/boot.log"
 check "no module failed to load" bash -c "! grep GUEST-ERROR $work/boot.log"
+
+# A guest kernel panic is reported through pvpanic: its own exit status and a log line.
+timeout 180 vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input \
+  --params "quiet panic_test" </dev/null >"$work/panic.log" 2>&1
+echo "vmm exit status $?" >>"$work/panic.log"
+check "a guest kernel panic ends vmm with status 34" grep -q "vmm exit status 34" "$work/panic.log"
+check "the panic is named in vmm's log" grep -q "the guest kernel panicked" "$work/panic.log"
 
 # virtio-console: output to a file, host stdin to the guest's hvc0 (repeated: input that comes
 # before the driver posts its buffers waits, bounded).
-for i in $(seq 60); do echo from-host-hvc; sleep 1; done | timeout 120 vmm run --kernel "$GUEST_KERNEL" \
+for i in $(seq 60); do echo from-host-hvc 2>/dev/null || break; sleep 1; done | timeout 120 vmm run --kernel "$GUEST_KERNEL" \
   --initrd "$work/initrd.gz" --params "quiet hvc_test" --console "file=$work/hvc.log" >"$work/hvc-serial.log" 2>&1
 check "virtio-console: the guest's hvc0 output reaches the console file" grep -q "GUEST-HVC hello-on-hvc0" "$work/hvc.log"
 check "virtio-console: host input reaches the guest's hvc0" grep -q "GUEST-HVC-READ \[from-host-hvc\]" "$work/hvc.log"
@@ -68,6 +88,9 @@ vmm_pid=$!
 for i in $(seq 90); do grep -q tick "$work/serial.log" 2>/dev/null && break; sleep 1; done
 ticks() { grep -c tick "$work/serial.log"; }
 check "status reports a running VM as JSON" bash -c "vmm status $work/ctl | grep -q '\"state\":\"running\",\"pid\":$vmm_pid,\"vcpus\":1,\"memory_mib\":256'"
+check "the running vmm is sandboxed: seccomp filter, no_new_privs, no capabilities" bash -c "grep -q '^Seccomp:[[:space:]]*2' /proc/$vmm_pid/status && grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$vmm_pid/status && grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/$vmm_pid/status"
+check "every vmm thread has no capabilities" bash -c "for t in /proc/$vmm_pid/task/*; do grep -q '^CapEff:[[:space:]]*0000000000000000' \$t/status || exit 1; done"
+check "the queue doorbells are served by ioeventfds" bash -c "vmm status $work/ctl | grep -Eq '\"ioeventfds\":[1-9]'"
 check "pause stops the guest's clock of ticks" bash -c "vmm pause $work/ctl | grep -q paused && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$a -eq \$b ]"
 check "status says paused" bash -c "vmm status $work/ctl | grep -q '\"state\":\"paused\"'"
 check "resume lets it run again" bash -c "vmm resume $work/ctl | grep -q running && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$b -gt \$a ]"

@@ -4,7 +4,9 @@
 #define CKVM_H
 
 #include <linux/kvm.h>
+#include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 
 static inline int ckvm_ioctl(int fd, unsigned long request, void *arg) {
@@ -81,6 +83,48 @@ static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *run) {
 }
 static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *run) {
     return run->system_event.type;
+}
+
+// MARK: - GSI routing
+// struct kvm_irq_routing ends in a flexible array of entries holding a union: built here.
+
+/// One route: `type` is KVM_IRQ_ROUTING_IRQCHIP (a = chip, b = pin) or KVM_IRQ_ROUTING_MSI
+/// (a = address_lo, b = address_hi, c = data).
+struct ckvm_route {
+    uint32_t gsi;
+    uint32_t type;
+    uint32_t a;
+    uint32_t b;
+    uint32_t c;
+};
+
+/// KVM_SET_GSI_ROUTING with `count` routes; returns the ioctl's result (errno set on -1).
+static inline int ckvm_set_gsi_routing(int vmfd, const struct ckvm_route *routes, uint32_t count) {
+    size_t size = sizeof(struct kvm_irq_routing) + count * sizeof(struct kvm_irq_routing_entry);
+    struct kvm_irq_routing *table = (struct kvm_irq_routing *)calloc(1, size);
+    if (table == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    table->nr = count;
+    for (uint32_t i = 0; i < count; i++) {
+        struct kvm_irq_routing_entry *entry = &table->entries[i];
+        entry->gsi = routes[i].gsi;
+        entry->type = routes[i].type;
+        if (routes[i].type == KVM_IRQ_ROUTING_MSI) {
+            entry->u.msi.address_lo = routes[i].a;
+            entry->u.msi.address_hi = routes[i].b;
+            entry->u.msi.data = routes[i].c;
+        } else {
+            entry->u.irqchip.irqchip = routes[i].a;
+            entry->u.irqchip.pin = routes[i].b;
+        }
+    }
+    int result = ioctl(vmfd, KVM_SET_GSI_ROUTING, table);
+    int saved = errno;
+    free(table);
+    errno = saved;
+    return result;
 }
 
 #endif

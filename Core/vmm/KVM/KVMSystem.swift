@@ -79,6 +79,7 @@ public struct KVMCapability: Sendable, Hashable {
     public static let signalMSI = Self(KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI")
     public static let immediateExit = Self(KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT")
     public static let maxVCPUs = Self(KVM_CAP_MAX_VCPUS, "KVM_CAP_MAX_VCPUS")
+    public static let ioeventfdAnyLength = Self(KVM_CAP_IOEVENTFD_ANY_LENGTH, "KVM_CAP_IOEVENTFD_ANY_LENGTH")
 
     /// What the VMM needs to boot Linux with an in-kernel irqchip and MSI-X devices.
     public static let required: [KVMCapability] = [

@@ -83,9 +83,10 @@ public final class VirtualMachine: Sendable {
         try kvmIoctl(fd, CKVM_IRQFD, "KVM_IRQFD", with: &irqfd)
     }
 
-    /// Makes guest writes to `address` signal `eventfd` instead of exiting to the VMM.
+    /// Makes guest writes to `address` signal `eventfd` instead of exiting to the VMM
+    /// (`length` 0 matches writes of any size), or with `deassign` undoes such a registration.
     public func registerIOEventFD(
-        eventfd: Int32, address: UInt64, length: UInt32, isPIO: Bool, datamatch: UInt64? = nil
+        eventfd: Int32, address: UInt64, length: UInt32, isPIO: Bool, datamatch: UInt64? = nil, deassign: Bool = false
     ) throws(KVMError) {
         var event = kvm_ioeventfd()
         event.addr = address
@@ -93,12 +94,33 @@ public final class VirtualMachine: Sendable {
         event.fd = eventfd
         var flags: UInt32 = 0
         if isPIO { flags |= UInt32(1 << kvm_ioeventfd_flag_nr_pio) }
+        if deassign { flags |= UInt32(1 << kvm_ioeventfd_flag_nr_deassign) }
         if let datamatch {
             flags |= UInt32(1 << kvm_ioeventfd_flag_nr_datamatch)
             event.datamatch = datamatch
         }
         event.flags = flags
-        try kvmIoctl(fd, CKVM_IOEVENTFD, "KVM_IOEVENTFD", with: &event)
+        try kvmIoctl(fd, CKVM_IOEVENTFD, deassign ? "KVM_IOEVENTFD (deassign)" : "KVM_IOEVENTFD", with: &event)
+    }
+
+    /// Replaces the whole GSI routing table (`KVM_SET_GSI_ROUTING`). The table must include the
+    /// irqchip routes of ``IRQRoute/defaultIRQChipRoutes`` for the legacy lines to keep working.
+    public func setGSIRouting(_ routes: [IRQRoute]) throws(KVMError) {
+        let raw = routes.map { route -> ckvm_route in
+            switch route.target {
+            case .irqchip(let chip, let pin):
+                return ckvm_route(gsi: route.gsi, type: UInt32(KVM_IRQ_ROUTING_IRQCHIP), a: chip, b: pin, c: 0)
+            case .msi(let address, let data):
+                return ckvm_route(
+                    gsi: route.gsi, type: UInt32(KVM_IRQ_ROUTING_MSI), a: UInt32(truncatingIfNeeded: address),
+                    b: UInt32(address >> 32), c: data)
+            }
+        }
+        while true {
+            let result = raw.withUnsafeBufferPointer { ckvm_set_gsi_routing(fd, $0.baseAddress, UInt32($0.count)) }
+            if result >= 0 { return }
+            if errno != EINTR { throw .ioctl("KVM_SET_GSI_ROUTING", errno: errno) }
+        }
     }
 
     // MARK: - vCPUs

@@ -1,8 +1,9 @@
 import Synchronization
 
-/// Delivers one MSI message (address and data, as the guest programmed them).
+/// Delivers one MSI message: table entry `vector` with the address and data the guest
+/// programmed into it (a signaler may cache a route per vector; the message says when it changed).
 public protocol MSISignaler: Sendable {
-    func signal(address: UInt64, data: UInt32)
+    func signal(vector: Int, address: UInt64, data: UInt32)
 }
 
 /// An MSI-X table and pending-bit array, and the rules for when a vector may fire.
@@ -64,12 +65,12 @@ public final class MSIXTable: Sendable {
 
     /// Applies the message-control word the guest wrote to config space.
     public func updateControl(_ control: UInt16) {
-        let fire = state.withLock { state -> [(UInt64, UInt32)] in
+        let fire = state.withLock { state -> [(Int, UInt64, UInt32)] in
             state.enabled = control & Self.controlEnable != 0
             state.functionMasked = control & Self.controlFunctionMask != 0
             return Self.drainPending(&state)
         }
-        for (address, data) in fire { signaler.signal(address: address, data: data) }
+        for (vector, address, data) in fire { signaler.signal(vector: vector, address: address, data: data) }
     }
 
     /// Whether MSI-X is enabled (the device must not use INTx then).
@@ -86,7 +87,7 @@ public final class MSIXTable: Sendable {
             }
             return (UInt64(entry.addressHigh) << 32 | UInt64(entry.addressLow), entry.data)
         }
-        if let (address, data) = message { signaler.signal(address: address, data: data) }
+        if let (address, data) = message { signaler.signal(vector: vector, address: address, data: data) }
     }
 
     // MARK: - BAR access
@@ -107,7 +108,7 @@ public final class MSIXTable: Sendable {
     public func writeTable(offset: Int, data: UnsafeRawBufferPointer) {
         guard data.count == 4 || data.count == 8 else { return }
         let value = data.littleEndianValue
-        let fire = state.withLock { state -> [(UInt64, UInt32)] in
+        let fire = state.withLock { state -> [(Int, UInt64, UInt32)] in
             let index = offset / Self.entrySize
             guard index < state.entries.count else { return [] }
             let first = (offset % Self.entrySize) / 4
@@ -124,7 +125,7 @@ public final class MSIXTable: Sendable {
             }
             return Self.drainPending(&state)
         }
-        for (address, data) in fire { signaler.signal(address: address, data: data) }
+        for (vector, address, data) in fire { signaler.signal(vector: vector, address: address, data: data) }
     }
 
     public func readPBA(offset: Int, data: UnsafeMutableRawBufferPointer) {
@@ -140,14 +141,14 @@ public final class MSIXTable: Sendable {
     }
 
     /// Messages for pending vectors that are now unmasked; clears their pending bits.
-    private static func drainPending(_ state: inout State) -> [(UInt64, UInt32)] {
+    private static func drainPending(_ state: inout State) -> [(Int, UInt64, UInt32)] {
         guard state.enabled, !state.functionMasked else { return [] }
-        var fire: [(UInt64, UInt32)] = []
+        var fire: [(Int, UInt64, UInt32)] = []
         for i in state.entries.indices where state.pending[i] && state.entries[i].control & vectorMasked == 0 {
             state.pending[i] = false
             fire.append(
                 (
-                    UInt64(state.entries[i].addressHigh) << 32 | UInt64(state.entries[i].addressLow),
+                    i, UInt64(state.entries[i].addressHigh) << 32 | UInt64(state.entries[i].addressLow),
                     state.entries[i].data
                 ))
         }

@@ -70,9 +70,11 @@ public final class PCIBus: Sendable {
     private func updateMappings(slot: Int, device: any PCIDevice) throws(PCIError) {
         let (bars, enabled) = device.barState
         let wanted = enabled ? bars.map { Mapping(slot: slot, bar: $0.key, address: $0.value.address) } : []
+        // The device hears of each change after the bus changed, in order, under the lock.
         try mappings.withLock { (mappings: inout [Mapping]) throws(PCIError) in
             for stale in mappings where stale.slot == slot && !wanted.contains(stale) {
                 mmio.remove(base: stale.address)
+                device.barMapped(stale.bar, at: nil)
             }
             mappings.removeAll { $0.slot == slot && !wanted.contains($0) }
             for mapping in wanted where !mappings.contains(mapping) {
@@ -83,6 +85,7 @@ public final class PCIBus: Sendable {
                     throw .barConflict(slot: slot, bar: mapping.bar, address: mapping.address)
                 }
                 mappings.append(mapping)
+                device.barMapped(mapping.bar, at: mapping.address)
             }
         }
     }

@@ -13,4 +13,12 @@ public protocol PCIDevice: AnyObject, Sendable {
     func readBAR(_ index: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer)
     /// A guest write inside BAR `index`.
     func writeBAR(_ index: Int, offset: UInt64, data: UnsafeRawBufferPointer)
+    /// BAR `index` now decodes at `address`, or no longer decodes (`nil`): the guest moved it or
+    /// turned memory decoding on or off. Devices with fast paths keyed on addresses (KVM
+    /// ioeventfds) move them here.
+    func barMapped(_ index: Int, at address: UInt64?)
+}
+
+extension PCIDevice {
+    public func barMapped(_ index: Int, at address: UInt64?) {}
 }

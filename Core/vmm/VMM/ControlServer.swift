@@ -45,7 +45,7 @@ final class ControlServer: @unchecked Sendable {
 
     /// Serves connections on a detached thread until the process ends.
     func start() throws(VMMError) {
-        _ = try HostThread(name: "control") { [self] in
+        _ = try vmmThread(name: "control") { [self] in
             while true {
                 let client = accept(fd, nil, nil)
                 if client < 0 {

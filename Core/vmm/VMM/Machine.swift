@@ -1,5 +1,6 @@
 import CKVM
 import Devices
+import EventLoop
 import GuestMemory
 import KVM
 import PCI
@@ -22,6 +23,8 @@ public final class Machine: Sendable {
         case reset
         /// The guest powered off.
         case powerOff
+        /// The guest kernel panicked (reported through the pvpanic device).
+        case guestPanicked
         /// The guest or the VMM failed; the text says how.
         case crashed(String)
         /// The host asked the VM to stop.
@@ -50,6 +53,10 @@ public final class Machine: Sendable {
     /// The virtio-console's transport, when there is one: host input goes there instead of COM1.
     private let consoleTransport = Mutex<VirtioPCIDevice?>(nil)
     private let threads = Mutex<[HostThread]>([])
+    /// The device thread: queue doorbells (ioeventfds) are served here, off the vCPU threads.
+    let deviceLoop: EventLoop
+    let msiRoutes: MSIRoutes
+    private let doorbells = Mutex<[QueueDoorbells]>([])
 
     /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
     public init(config: VMConfig, log: Logger) throws {
@@ -71,6 +78,9 @@ public final class Machine: Sendable {
         try vm.setIdentityMapAddress(Self.identityMapAddress)
         try vm.createIRQChip()
         try vm.createPIT2()
+
+        msiRoutes = MSIRoutes(vm: vm)
+        do { deviceLoop = try EventLoop(name: "devices") } catch { throw VMMError("device thread: \(error)") }
 
         memory = try GuestMemory(x86MiB: config.memoryMiB)
         for (slot, region) in memory.regions.enumerated() {
@@ -104,13 +114,13 @@ public final class Machine: Sendable {
             vcpus.append(vcpu)
         }
         self.vcpus = vcpus
-        // Only the bootstrap processor starts in long mode; the others wait for INIT/SIPI from it.
-        try LongMode.start(
-            vcpus[0], memory: memory, entry: entry.rip, stack: LinuxLoader.bootStack, rsi: entry.zeroPage)
+        // Only the bootstrap processor starts (in long mode for a bzImage, 32-bit protected mode
+        // for PVH); the others wait for INIT/SIPI from it.
+        try BootCPU.start(vcpus[0], memory: memory, entry: entry)
         try attachLegacyDevices()
         try attachPCIDevices()
         log.info(
-            "vm: built in \(log.elapsedMilliseconds) ms: \(config.cpus) vCPU, \(config.memoryMiB) MiB, kernel \(config.kernelPath), initrd \(entry.initrd.map { "\($0.size) bytes at 0x\(String($0.address, radix: 16))" } ?? "none")"
+            "vm: built in \(log.elapsedMilliseconds) ms: \(config.cpus) vCPU, \(config.memoryMiB) MiB, kernel \(config.kernelPath) (\(entry.boot.name)), initrd \(entry.initrd.map { "\($0.size) bytes at 0x\(String($0.address, radix: 16))" } ?? "none")"
         )
     }
 
@@ -130,7 +140,8 @@ public final class Machine: Sendable {
             }), base: DebugPort.port, length: 1)
     }
 
-    /// The host bridge, then virtio-rng (always, as crosvm does), then one virtio-blk per disk.
+    /// The host bridge, then virtio-rng (always, as crosvm does), the virtio-console if asked
+    /// for, one virtio-blk per disk, and pvpanic.
     private func attachPCIDevices() throws {
         try pio.insert(pci.configPortDevice, base: PCIBus.configPort, length: PCIBus.configPortLength)
         try pci.attach(PCIHostBridge(), slot: 0)
@@ -145,17 +156,32 @@ public final class Machine: Sendable {
                 throw VMMError("\(error)")
             }
         }
-        let signaler = KVMMSISignaler(vm: vm)
         let log = self.log
         for (i, device) in devices.enumerated() {
             let slot = i + 1
             guard slot < PCIBus.maxDevices else { throw VMMError("too many devices for one PCI bus") }
             let transport = VirtioPCIDevice(
                 device: device, memory: memory, barAddress: Self.pciWindowStart + UInt64(slot) * Self.pciSlotSpacing,
-                signaler: signaler, onError: { log.error($0) })
+                signaler: IRQFDSignaler(routes: msiRoutes, log: log), onError: { log.error($0) })
+            let bells = try QueueDoorbells(vm: vm, loop: deviceLoop, transport: transport, log: log)
+            doorbells.withLock { $0.append(bells) }
             try pci.attach(transport, slot: slot)
             if device is VirtioConsole { consoleTransport.withLock { $0 = transport } }
         }
+        // After the virtio devices, so their slots (and the guest's names for them) never move.
+        let panicSlot = devices.count + 1
+        guard panicSlot < PCIBus.maxDevices else { throw VMMError("too many devices for one PCI bus") }
+        let panic = PVPanicDevice(barAddress: Self.pciWindowStart + UInt64(panicSlot) * Self.pciSlotSpacing) {
+            [weak self] events in
+            if events.contains(.crashLoaded) {
+                // A crash kernel is loaded: let it run and write its dump.
+                log.error("the guest kernel panicked; its crash kernel takes over")
+            } else {
+                log.error("the guest kernel panicked")
+                self?.stop(.guestPanicked)
+            }
+        }
+        try pci.attach(panic, slot: panicSlot)
     }
 
     /// A writer for a console's output (`what` names it in errors).
@@ -188,17 +214,25 @@ public final class Machine: Sendable {
     /// Runs the vCPUs until the VM ends; returns why.
     public func run() throws -> ExitReason {
         VCPUKickSignal.install()
-        try StopSignals.handle { [weak self] in self?.stop(.stopped) }
         let control = try config.controlSocket.map { path throws(VMMError) in
             try ControlServer(path: path) { [weak self] command in
                 self?.control(command) ?? #"{"ok":false,"error":"the VM is gone"}"#
             }
         }
-        try control?.start()
         defer { control?.removeSocketFile() }
+        // Everything is open and mapped: from here on, only what a running VM needs (and the
+        // threads started below inherit the empty capability sets).
+        if config.sandbox {
+            try VMMSandbox.enter()
+            log.info("sandbox: seccomp allowlist loaded, capabilities dropped")
+        }
+        try StopSignals.handle { [weak self] in self?.stop(.stopped) }
+        try control?.start()
+        do { try deviceLoop.start() } catch { throw VMMError("device thread: \(error)") }
+        defer { deviceLoop.stop() }
         var started: [HostThread] = []
         for vcpu in vcpus {
-            started.append(try HostThread(name: "vcpu\(vcpu.id)") { [self] in runLoop(vcpu) })
+            started.append(try vmmThread(name: "vcpu\(vcpu.id)") { [self] in runLoop(vcpu) })
         }
         threads.withLock { $0 = started }
         let terminal = config.serialInput ? RawTerminal() : nil
@@ -292,12 +326,15 @@ public final class Machine: Sendable {
             return #"{"ok":true,"state":"\#(stateName)"}"#
         case "status":
             return
-                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds)}"#
+                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount)}"#
         default:
             let shown = String(command.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" })
             return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume or status"}"#
         }
     }
+
+    /// Queue doorbells currently served by KVM ioeventfds (0 before the guest's drivers map them).
+    var ioeventfdCount: Int { doorbells.withLock { $0.reduce(0) { $0 + $1.registeredCount } } }
 
     var stateName: String { isStopping ? "stopping" : isPaused ? "paused" : "running" }
 
@@ -305,7 +342,7 @@ public final class Machine: Sendable {
     private func startConsoleInput() {
         let serial = self.serial
         let console = consoleTransport.withLock { $0 }
-        _ = try? HostThread(name: "console-in") {
+        _ = try? vmmThread(name: "console-in") {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
@@ -326,16 +363,6 @@ public final class Machine: Sendable {
                 }
             }
         }
-    }
-}
-
-/// MSI-X messages delivered with KVM_SIGNAL_MSI.
-struct KVMMSISignaler: MSISignaler {
-    let vm: VirtualMachine
-
-    func signal(address: UInt64, data: UInt32) {
-        try? vm.signalMSI(
-            addressLow: UInt32(truncatingIfNeeded: address), addressHigh: UInt32(address >> 32), data: data)
     }
 }
 

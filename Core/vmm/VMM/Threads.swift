@@ -1,34 +1,8 @@
+import EventLoop
+
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// A joinable POSIX thread running a closure: vCPUs need real threads of their own (not tasks
-/// on a shared pool), since `KVM_RUN` blocks for as long as the guest runs.
-final class HostThread: @unchecked Sendable {
-    private var handle = pthread_t()
-    private let body: @Sendable () -> Void
-
-    init(name: String, _ body: @escaping @Sendable () -> Void) throws(VMMError) {
-        self.body = body
-        let box = Unmanaged.passRetained(self)
-        let result = pthread_create(
-            &handle, nil,
-            { raw in
-                let thread = Unmanaged<HostThread>.fromOpaque(raw!).takeRetainedValue()
-                thread.body()
-                return nil
-            }, box.toOpaque())
-        guard result == 0 else {
-            box.release()
-            throw VMMError("cannot start thread \(name): \(String(cString: strerror(result)))")
-        }
-    }
-
-    /// Interrupts a blocking system call (such as `KVM_RUN`) on this thread.
-    func kick() { pthread_kill(handle, VCPUKickSignal.number) }
-
-    func join() { pthread_join(handle, nil) }
-}
 
 /// The signal that kicks a vCPU thread out of `KVM_RUN`; its handler does nothing, and it is
 /// installed without SA_RESTART so the ioctl returns EINTR.
@@ -58,7 +32,7 @@ enum StopSignals {
         // Threads started after this inherit the mask.
         pthread_sigmask(SIG_BLOCK, &set, nil)
         let blocked = set
-        _ = try HostThread(name: "signals") {
+        _ = try vmmThread(name: "signals") {
             var set = blocked
             var signal: Int32 = 0
             while sigwait(&set, &signal) == 0 {
@@ -66,4 +40,15 @@ enum StopSignals {
             }
         }
     }
+}
+
+/// Starts a thread, reporting failure as a ``VMMError``.
+@discardableResult
+func vmmThread(name: String, _ body: @escaping @Sendable () -> Void) throws(VMMError) -> HostThread {
+    do { return try HostThread(name: name, body) } catch { throw VMMError("cannot start thread \(name): \(error)") }
+}
+
+extension HostThread {
+    /// Interrupts a blocking system call (such as `KVM_RUN`) on this thread.
+    func kick() { kill(VCPUKickSignal.number) }
 }

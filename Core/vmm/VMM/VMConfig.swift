@@ -32,6 +32,8 @@ public struct VMConfig: Sendable {
     public var serialInput = true
     /// Path of the control socket (stop, pause, resume, status), if any.
     public var controlSocket: String?
+    /// Run under ``VMMSandbox`` (seccomp allowlist, no capabilities) once the VM is built.
+    public var sandbox = true
     /// Disks in order: the first is /dev/vda in the guest.
     public var disks: [Disk] = []
 

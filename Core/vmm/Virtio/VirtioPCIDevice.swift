@@ -44,6 +44,12 @@ public final class VirtioPCIDevice: PCIDevice {
     let msixCapability: Int
     private let state: Mutex<State>
     private let onError: @Sendable (String) -> Void
+    private let notifyObserver = Mutex<(@Sendable (UInt64?) -> Void)?>(nil)
+
+    /// Bytes between two queues' doorbells in the notification region.
+    public static let notifyStride = Layout.notifyMultiplier
+    /// Number of virtqueues (and doorbells).
+    public var queueCount: Int { device.queueMaxSizes.count }
 
     /// - Parameters:
     ///   - barAddress: where BAR 0 starts in guest-physical MMIO space.
@@ -143,6 +149,18 @@ public final class VirtioPCIDevice: PCIDevice {
         default:
             break
         }
+    }
+
+    public func barMapped(_ index: Int, at address: UInt64?) {
+        guard index == 0, let observer = notifyObserver.withLock({ $0 }) else { return }
+        observer(address.map { $0 + UInt64(Layout.notify) })
+    }
+
+    /// Registers the one observer told where queue 0's doorbell is whenever BAR 0 is mapped or
+    /// unmapped (queue i's is ``notifyStride`` × i further), so that doorbell writes can reach
+    /// ``notify(queue:)`` without a VM exit. Set it before the device is attached to the bus.
+    public func observeNotifyRegion(_ observer: @escaping @Sendable (UInt64?) -> Void) {
+        notifyObserver.withLock { $0 = observer }
     }
 
     // MARK: - Queues

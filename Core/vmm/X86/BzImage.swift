@@ -1,7 +1,8 @@
 import GuestMemory
 
 /// A parsed bzImage: the setup header (copied into the zero page) and where the protected-mode
-/// payload lies in the file.
+/// payload lies in the file. (An ELF vmlinux never gets here: ``LinuxLoader`` sends it down the
+/// PVH path.)
 struct BzImage {
     /// How much of the file's start holds everything the parser reads (setup_sects is at most 255).
     static let headerWindow = 0x8000
@@ -21,9 +22,6 @@ struct BzImage {
     /// Parses the first bytes of a file of `fileSize` bytes.
     init(header file: [UInt8], fileSize: Int) throws(LoaderError) {
         guard fileSize >= 0x1000, file.count >= 0x1000 else { throw .notAKernel("the file is only \(fileSize) bytes") }
-        if file.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
-            throw .unsupported("this is an ELF vmlinux; pass the bzImage (vmlinuz) instead")
-        }
         guard file.loadLE(UInt16.self, at: BootParams.bootFlag) == 0xAA55,
             file.loadLE(UInt32.self, at: BootParams.header) == BootParams.headerMagic
         else { throw .notAKernel("no boot sector signature or \"HdrS\" header") }

@@ -11,9 +11,17 @@ import VMM
 /// built (the error says why).
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "run", abstract: "Boot a Linux kernel (bzImage) in a new VM.")
+        commandName: "run", abstract: "Boot a Linux kernel (bzImage, or ELF vmlinux with PVH) in a new VM.",
+        discussion: """
+            Exit status: 0 when the guest powers off or reboots or the VM is stopped on request, \
+            \(guestPanicExitCode) when the guest kernel panics (reported through pvpanic), 1 when the \
+            VM cannot be built or crashes, 159 when the sandbox stops a system call vmm may not make.
+            """)
 
-    @Option(help: "The kernel: a bzImage such as /boot/vmlinuz-*.")
+    /// The exit status for a guest kernel panic (crosvm's value).
+    static let guestPanicExitCode: Int32 = 34
+
+    @Option(help: "The kernel: a bzImage such as /boot/vmlinuz-*, or an ELF vmlinux with a PVH entry.")
     var kernel: String
 
     @Option(help: "An initramfs (cpio, optionally compressed).")
@@ -46,6 +54,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Do not feed stdin to the serial console.")
     var noConsoleInput = false
 
+    @Flag(help: "Run without the seccomp allowlist and with the capabilities vmm was started with (debugging).")
+    var disableSandbox = false
+
     func validate() throws {
         _ = try output(serial, option: "serial")
         if let console { _ = try output(console, option: "console") }
@@ -71,6 +82,7 @@ struct RunCommand: ParsableCommand {
         config.console = try console.map { try output($0, option: "console") }
         config.serialInput = !noConsoleInput
         config.controlSocket = socket
+        config.sandbox = !disableSandbox
         config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
         let reason: Machine.ExitReason
         do {
@@ -84,6 +96,9 @@ struct RunCommand: ParsableCommand {
         case .reset: log.info("guest rebooted; VM stopped after \(log.elapsedMilliseconds) ms")
         case .powerOff: log.info("guest powered off after \(log.elapsedMilliseconds) ms")
         case .stopped: log.info("VM stopped on request after \(log.elapsedMilliseconds) ms")
+        case .guestPanicked:
+            log.error("VM stopped after \(log.elapsedMilliseconds) ms: the guest kernel panicked")
+            throw ExitCode(RunCommand.guestPanicExitCode)
         case .crashed(let why):
             log.error("VM crashed: \(why)")
             throw ExitCode(1)

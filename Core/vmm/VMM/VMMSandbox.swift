@@ -1,0 +1,72 @@
+import CKVM
+import Sandbox
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What a running `vmm` may do once its VM is built, in the spirit of Firecracker's and
+/// crosvm's per-process seccomp policies: no new files, sockets or processes, only the KVM
+/// ioctls a running VM needs, and no capabilities.
+enum VMMSandbox {
+    /// Exit status when the sandbox stops a system call (SIGSYS's signal number + 128, as a
+    /// shell would report a process killed by it).
+    static let violationExitStatus: Int32 = 128 + SIGSYS
+
+    /// ioctls on the VM, vCPU and eventfd descriptors while the VM runs.
+    static let kvmIoctls: [UInt64] = [
+        CKVM_RUN, CKVM_IRQ_LINE, CKVM_SIGNAL_MSI, CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD,
+    ].map { UInt64($0) }
+
+    /// Terminal ioctls for the interactive console: tcgetattr/tcsetattr, window size, FIONBIO.
+    static let terminalIoctls: [UInt64] = [0x5401, 0x5402, 0x5403, 0x5404, 0x5413, 0x5421]
+
+    /// The flags glibc's pthread_create passes to clone(2); any other clone (a new process) is refused.
+    /// (CLONE_VM | FS | FILES | SIGHAND | THREAD | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID.)
+    static let threadCloneFlags: UInt64 = 0x3D_0F00
+
+    static var policy: SeccompFilter {
+        var filter = SeccompFilter(defaultAction: .trap)
+        filter.allow([
+            // I/O on descriptors opened before the sandbox (disks, consoles, sockets, eventfds).
+            "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "lseek", "fsync",
+            "fdatasync", "close", "fstat", "newfstatat", "fcntl",
+            // Device thread, control socket, and the eventfds made when a vector first fires.
+            "epoll_wait", "epoll_pwait", "epoll_ctl", "eventfd2", "accept", "accept4", "recvfrom", "sendto",
+            "recvmsg", "sendmsg", "shutdown", "poll", "ppoll",
+            // Memory and threads (Swift runtime, glibc).
+            "mmap", "munmap", "mprotect", "madvise", "mremap", "brk", "futex", "set_robust_list", "rseq",
+            "sched_yield", "getrandom",
+            // Signals: vCPU kicks, SIGTERM/SIGINT through sigwait.
+            "rt_sigprocmask", "rt_sigaction", "rt_sigreturn", "rt_sigtimedwait", "sigaltstack", "tgkill",
+            "restart_syscall",
+            // Time and identity.
+            "clock_gettime", "clock_nanosleep", "nanosleep", "gettid", "getpid",
+            // The control socket's file is removed on exit.
+            "unlink", "unlinkat",
+            "exit", "exit_group",
+        ])
+        filter.allow("ioctl", argument: 1, in: kvmIoctls + terminalIoctls)
+        filter.allow("clone", argument: 0, in: [threadCloneFlags])
+        filter.refuse("clone3", errno: ENOSYS)
+        filter.allow("prctl", argument: 0, in: [15])  // PR_SET_NAME
+        filter.allow("setsockopt", argument: 2, in: [UInt64(SO_RCVTIMEO)])  // control-socket clients
+        return filter
+    }
+
+    /// Drops every capability, sets no_new_privs and loads ``policy``. Call before starting any
+    /// thread: capabilities are per thread and new threads inherit the caller's.
+    static func enter() throws(VMMError) {
+        // glibc reads /etc/localtime on the first time conversion (even gmtime_r, which the
+        // CMOS clock uses); do it now, while files may still be opened.
+        tzset()
+        do {
+            try SeccompFilter.installReporter(prefix: "vmm", exitStatus: violationExitStatus)
+            try Privileges.dropAllCapabilities()
+            try Privileges.forbidNewPrivileges()
+            try policy.load(allThreads: true)
+        } catch {
+            throw VMMError("cannot enter the sandbox: \(error) (--disable-sandbox runs without it)")
+        }
+    }
+}

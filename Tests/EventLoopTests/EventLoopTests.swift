@@ -1,0 +1,115 @@
+import EventLoop
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("EventFD")
+struct EventFDTests {
+    @Test("signals add up and a drain clears them")
+    func counter() throws {
+        let event = try EventFD()
+        #expect(event.drain() == 0)
+        event.signal()
+        event.signal()
+        #expect(event.drain() == 2)
+        #expect(event.drain() == 0)
+    }
+}
+
+@Suite("EventLoop")
+struct EventLoopTests {
+    /// Waits up to about two seconds for `condition`.
+    func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<200 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    @Test("a handler runs on the loop thread for each signal of its descriptor")
+    func runsHandlers() throws {
+        let loop = try EventLoop(name: "test-loop")
+        let event = try EventFD()
+        let runs = Atomic<Int>(0)
+        let onLoopThread = Atomic<Bool>(true)
+        let caller = pthread_self()
+        try loop.add(event.fd) {
+            event.drain()
+            if pthread_equal(pthread_self(), caller) != 0 { onLoopThread.store(false, ordering: .relaxed) }
+            runs.add(1, ordering: .relaxed)
+            return .keep
+        }
+        try loop.start()
+        event.signal()
+        #expect(eventually { runs.load(ordering: .relaxed) == 1 })
+        event.signal()
+        #expect(eventually { runs.load(ordering: .relaxed) == 2 })
+        loop.stop()
+        let allOnLoopThread = onLoopThread.load(ordering: .relaxed)
+        #expect(allOnLoopThread)
+    }
+
+    @Test("a handler that returns .remove is not called again, and others still are")
+    func removal() throws {
+        let loop = try EventLoop(name: "test-loop")
+        let once = try EventFD()
+        let other = try EventFD()
+        let onceRuns = Atomic<Int>(0)
+        let otherRuns = Atomic<Int>(0)
+        try loop.add(once.fd) {
+            onceRuns.add(1, ordering: .relaxed)
+            return .remove  // not drained: a level-triggered loop would call it again if still watched
+        }
+        try loop.add(other.fd) {
+            other.drain()
+            otherRuns.add(1, ordering: .relaxed)
+            return .keep
+        }
+        try loop.start()
+        once.signal()
+        #expect(eventually { onceRuns.load(ordering: .relaxed) == 1 })
+        other.signal()
+        #expect(eventually { otherRuns.load(ordering: .relaxed) == 1 })
+        usleep(50_000)
+        #expect(onceRuns.load(ordering: .relaxed) == 1)
+        loop.stop()
+    }
+
+    @Test("remove() stops a handler from outside the loop")
+    func removeFromOutside() throws {
+        let loop = try EventLoop(name: "test-loop")
+        let event = try EventFD()
+        let runs = Atomic<Int>(0)
+        try loop.add(event.fd) {
+            event.drain()
+            runs.add(1, ordering: .relaxed)
+            return .keep
+        }
+        try loop.start()
+        loop.remove(event.fd)
+        event.signal()
+        usleep(100_000)
+        #expect(runs.load(ordering: .relaxed) == 0)
+        loop.stop()
+    }
+
+    @Test("adding a descriptor that is not open fails with the call named")
+    func badDescriptor() throws {
+        let loop = try EventLoop(name: "test-loop")
+        #expect(throws: EventLoopError.system("epoll_ctl(ADD, fd 9999)", errno: EBADF)) {
+            try loop.add(9999) { .keep }
+        }
+    }
+
+    @Test("stop() ends a loop that is blocked waiting")
+    func stopWhileIdle() throws {
+        let loop = try EventLoop(name: "test-loop")
+        try loop.start()
+        usleep(20_000)
+        loop.stop()
+    }
+}

@@ -1,0 +1,51 @@
+import CSeccomp
+import SandboxProbe
+import Testing
+
+@testable import Sandbox
+@testable import VMM
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite("vmm's sandbox policy, enforced in a child process")
+struct VMMSandboxTests {
+    func run(_ number: Int, _ args: (UInt, UInt, UInt) = (0, 0, 0)) throws -> Int32 {
+        let context = try VMMSandbox.policy.compile(allThreads: false)
+        defer { seccomp_release(context) }
+        let status = sandbox_probe(context, number, args.0, args.1, args.2, VMMSandbox.violationExitStatus)
+        #expect(status >= 0 && status & 0x7F == 0)
+        return (status >> 8) & 0xFF
+    }
+
+    @Test("every name in the policy is a system call this libseccomp knows")
+    func compiles() throws {
+        seccomp_release(try VMMSandbox.policy.compile(allThreads: true))
+    }
+
+    @Test("calls a running VM makes are allowed")
+    func allowed() throws {
+        #expect(try run(Int(SYS_getpid)) == 0)
+        #expect(try run(Int(SYS_gettid)) == 0)
+        // An ioctl the policy allows reaches the kernel: on a bad descriptor, EBADF, not the sandbox.
+        #expect(try run(Int(SYS_ioctl), (9999, UInt(VMMSandbox.kvmIoctls[0]), 0)) == EBADF)
+    }
+
+    @Test("opening files, making sockets, starting processes and other ioctls are stopped")
+    func refused() throws {
+        let status = VMMSandbox.violationExitStatus
+        #expect(try run(Int(SYS_socket), (UInt(AF_INET), 1, 0)) == status)
+        #expect(try run(Int(SYS_openat), (UInt(bitPattern: Int(AT_FDCWD)), 0, 0)) == status)
+        #expect(try run(Int(SYS_execve)) == status)
+        #expect(try run(Int(SYS_ptrace)) == status)
+        #expect(try run(Int(SYS_ioctl), (0, 0xAE01, 0)) == status)  // KVM_CREATE_VM
+        #expect(try run(Int(SYS_clone), (0x11, 0, 0)) == status)  // fork-like clone (SIGCHLD)
+        #expect(try run(Int(SYS_prctl), (16, 0, 0)) == status)  // PR_GET_NAME
+    }
+
+    @Test("clone3 is refused with ENOSYS, so glibc falls back to the filterable clone")
+    func clone3() throws {
+        #expect(try run(435) == ENOSYS)  // SYS_clone3
+    }
+}
