@@ -28,7 +28,8 @@ GUEST_KERNEL=/var/lib/vmtools/images/default/vmlinuz
 
 # make_initramfs OUT INIT [MODULE...]: packs a busybox initramfs whose /init is the script INIT,
 # with the named kernel modules (and what they depend on) under /lib/modules, loadable with
-# `modprobe` inside the guest.
+# `modprobe` inside the guest. INITRAMFS_BINARIES (space-separated paths) adds testbed programs
+# with the shared libraries they load (e.g. socat for vsock tests).
 make_initramfs() {
   local out=$1 init=$2; shift 2
   local root kver
@@ -49,6 +50,15 @@ make_initramfs() {
     cp /lib/modules/"$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/" 2>/dev/null
     depmod -b "$root" "$kver"
   fi
+  local bin lib
+  for bin in ${INITRAMFS_BINARIES:-}; do
+    mkdir -p "$root/usr/bin"
+    cp "$bin" "$root/usr/bin/"
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  done
   install -m 0755 "$init" "$root/init"
   (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
   rm -rf "$root"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Inside the testbed (see tools/bench-boot): boots the same kernel and initramfs with each VMM
-# RUNS times and prints medians.
+# RUNS times and prints medians; vmm and QEMU's microvm also boot the ELF vmlinux through PVH.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 runs=${1:-10}
@@ -13,6 +13,9 @@ sleep 1
 reboot -f
 INIT
 make_initramfs "$work/initrd.gz" "$work/init"
+# The ELF vmlinux inside the bzImage (an xz stream after the setup code), for PVH boots.
+xz_at=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$GUEST_KERNEL" | head -n 1 | cut -d: -f1)
+tail -c +$((xz_at + 1)) "$GUEST_KERNEL" | xz -dc >"$work/vmlinux" 2>/dev/null
 params="console=ttyS0 reboot=k panic=-1 quiet"
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
@@ -50,6 +53,9 @@ one() {
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 vmm_cmd=(vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem $mem --cpus 1 --no-console-input --params quiet)
+vmm_pvh_cmd=(vmm run --kernel "$work/vmlinux" --initrd "$work/initrd.gz" --mem $mem --cpus 1 --no-console-input --params quiet)
+microvm_pvh_cmd=(qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m $mem -smp 1 -nodefaults -no-user-config
+  -display none -no-reboot -serial stdio -kernel "$work/vmlinux" -initrd "$work/initrd.gz" -append "$params")
 microvm_cmd=(qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m $mem -smp 1 -nodefaults -no-user-config
   -display none -no-reboot -serial stdio -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" -append "$params")
 q35_cmd=(qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m $mem -smp 1 -nodefaults -no-user-config
@@ -58,12 +64,15 @@ q35_cmd=(qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m $mem -smp 1 -nodefau
 echo "bench: $runs boots each, $mem MiB, 1 vCPU, $(uname -r) guest, nested KVM in the testbed"
 for i in $(seq "$runs"); do
   one vmm "${vmm_cmd[@]}"
+  one vmm-pvh "${vmm_pvh_cmd[@]}"
   one microvm "${microvm_cmd[@]}"
+  one microvm-pvh "${microvm_pvh_cmd[@]}"
   one q35 "${q35_cmd[@]}"
 done
 
 printf '%-22s %14s %14s %16s\n' "VMM" "to init (ms)" "to exit (ms)" "overhead (MiB)"
-for name in vmm microvm q35; do
+names="vmm vmm-pvh microvm microvm-pvh q35"
+for name in $names; do
   f=$work/$name
   # Medians over the runs that reached init; failed runs are counted separately.
   init=$(awk '$1 > 0 {print $1}' "$f" | median)
@@ -71,9 +80,12 @@ for name in vmm microvm q35; do
   rss=$(awk '$1 > 0 {print $3}' "$f" | median)
   failed=$(awk '$1 == 0' "$f" | wc -l)
   label=$name
-  case $name in vmm) label="vmm (vmtools)" ;; microvm) label="qemu -M microvm" ;; q35) label="qemu -M q35" ;; esac
+  case $name in
+    vmm) label="vmm, bzImage" ;; vmm-pvh) label="vmm, PVH vmlinux" ;; microvm) label="qemu microvm, bzImage" ;;
+    microvm-pvh) label="qemu microvm, PVH" ;; q35) label="qemu q35, bzImage" ;;
+  esac
   printf '%-22s %14s %14s %16s%s\n' "$label" "$init" "$exit_ms" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')" \
     "$([ "$failed" -gt 0 ] && echo "  ($failed runs never reached init)")"
 done
 echo "raw (init_ms exit_ms rss_kib):"
-for name in vmm microvm q35; do echo "  $name: $(tr '\n' ';' <"$work/$name")"; done
+for name in $names; do echo "  $name: $(tr '\n' ';' <"$work/$name")"; done

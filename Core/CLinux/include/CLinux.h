@@ -6,6 +6,10 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+
+/// accept4(2), which needs _GNU_SOURCE in glibc's headers.
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /// Names the calling thread (at most 15 bytes are kept), as `ps -L` and /proc show it.
 static inline void clinux_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

@@ -18,11 +18,35 @@ public final class EventLoop: Sendable {
         case remove
     }
 
+    /// Which readiness a descriptor is watched for.
+    public struct Interest: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let readable = Interest(rawValue: EPOLLIN.rawValue)
+        public static let writable = Interest(rawValue: EPOLLOUT.rawValue)
+    }
+
+    /// What a descriptor reported: readable and writable as asked, plus hang-up and error
+    /// (reported whatever the interest; a handler should read or close).
+    public struct Readiness: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let readable = Readiness(rawValue: EPOLLIN.rawValue)
+        public static let writable = Readiness(rawValue: EPOLLOUT.rawValue)
+        /// The peer is gone both ways (reported even without interest, for as long as the
+        /// descriptor is watched: stop watching it).
+        public static let hangUp = Readiness(rawValue: EPOLLHUP.rawValue)
+        /// The peer will send no more (it may still read).
+        public static let peerClosedWriting = Readiness(rawValue: EPOLLRDHUP.rawValue)
+        public static let error = Readiness(rawValue: EPOLLERR.rawValue)
+    }
+
     public typealias Handler = @Sendable () -> Next
+    public typealias ReadinessHandler = @Sendable (Readiness) -> Next
 
     private let epoll: Int32
     private let wake: EventFD
-    private let handlers = Mutex<[Int32: Handler]>([:])
+    private let handlers = Mutex<[Int32: ReadinessHandler]>([:])
     private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<HostThread?>(nil)
     let name: String
@@ -44,11 +68,26 @@ public final class EventLoop: Sendable {
     /// Runs `handler` on the loop's thread whenever `fd` is readable (level-triggered), until it
     /// returns `.remove` or ``remove(_:)`` is called. The caller keeps `fd` open meanwhile.
     public func add(_ fd: Int32, handler: @escaping Handler) throws(EventLoopError) {
+        try add(fd, interest: .readable) { _ in handler() }
+    }
+
+    /// Runs `handler` with what `fd` reported whenever it is ready for `interest` (or hung up or
+    /// failed), until it returns `.remove` or ``remove(_:)`` is called.
+    public func add(_ fd: Int32, interest: Interest, handler: @escaping ReadinessHandler) throws(EventLoopError) {
         handlers.withLock { $0[fd] = handler }
-        do { try watch(fd) } catch {
+        do { try watch(fd, interest: interest) } catch {
             handlers.withLock { _ = $0.removeValue(forKey: fd) }
             throw error
         }
+    }
+
+    /// Changes what `fd` is watched for. The kernel reports a full hang-up and errors whatever
+    /// the interest; a peer's half-close (EPOLLRDHUP) only with `.readable`.
+    public func setInterest(_ fd: Int32, _ interest: Interest) {
+        var event = epoll_event()
+        event.events = Self.epollEvents(interest)
+        event.data.fd = fd
+        epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
     }
 
     /// Stops watching `fd`; its handler does not run again once this returns on the loop's
@@ -68,12 +107,20 @@ public final class EventLoop: Sendable {
     public func stop() {
         stopping.store(true, ordering: .sequentiallyConsistent)
         wake.signal()
-        thread.withLock { $0 }?.join()
+        // Dropping the thread also drops its closure, which holds this loop.
+        thread.withLock { thread in
+            defer { thread = nil }
+            return thread
+        }?.join()
     }
 
-    private func watch(_ fd: Int32) throws(EventLoopError) {
+    static func epollEvents(_ interest: Interest) -> UInt32 {
+        interest.rawValue | (interest.contains(.readable) ? EPOLLRDHUP.rawValue : 0)
+    }
+
+    private func watch(_ fd: Int32, interest: Interest = .readable) throws(EventLoopError) {
         var event = epoll_event()
-        event.events = EPOLLIN.rawValue
+        event.events = Self.epollEvents(interest)
         event.data.fd = fd
         guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 else {
             throw .system("epoll_ctl(ADD, fd \(fd))", errno: errno)
@@ -97,7 +144,7 @@ public final class EventLoop: Sendable {
                     continue
                 }
                 guard let handler = handlers.withLock({ $0[fd] }) else { continue }
-                if case .remove = handler() { remove(fd) }
+                if case .remove = handler(Readiness(rawValue: event.events)) { remove(fd) }
             }
         }
     }

@@ -1,3 +1,5 @@
+import EventLoop
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -77,30 +79,6 @@ final class ControlServer: @unchecked Sendable {
 }
 
 /// A `sockaddr_un` for a filesystem path.
-struct UnixAddress {
-    private var storage = sockaddr_un()
-
-    init?(_ path: String) {
-        storage.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: storage.sun_path)
-        guard !bytes.isEmpty, bytes.count < capacity else { return nil }
-        withUnsafeMutableBytes(of: &storage.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-    }
-
-    func withSockaddr<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-        var copy = storage
-        return withUnsafePointer(to: &copy) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                body($0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-    }
-}
-
 /// Sends `command` to the control socket at `path` and returns the reply line.
 public func sendControlCommand(_ command: String, to path: String) throws(VMMError) -> String {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)

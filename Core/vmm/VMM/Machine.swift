@@ -57,6 +57,7 @@ public final class Machine: Sendable {
     let deviceLoop: EventLoop
     let msiRoutes: MSIRoutes
     private let doorbells = Mutex<[QueueDoorbells]>([])
+    private let vsockDevice = Mutex<VirtioVsock?>(nil)
 
     /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
     public init(config: VMConfig, log: Logger) throws {
@@ -141,7 +142,7 @@ public final class Machine: Sendable {
     }
 
     /// The host bridge, then virtio-rng (always, as crosvm does), the virtio-console if asked
-    /// for, one virtio-blk per disk, and pvpanic.
+    /// for, one virtio-blk per disk, virtio-vsock if asked for, and pvpanic.
     private func attachPCIDevices() throws {
         try pio.insert(pci.configPortDevice, base: PCIBus.configPort, length: PCIBus.configPortLength)
         try pci.attach(PCIHostBridge(), slot: 0)
@@ -157,6 +158,13 @@ public final class Machine: Sendable {
             }
         }
         let log = self.log
+        if let vsock = config.vsock {
+            do {
+                devices.append(try VirtioVsock(guestCID: vsock.cid, socketPath: vsock.socketPath) { log.error($0) })
+            } catch {
+                throw VMMError("\(error)")
+            }
+        }
         for (i, device) in devices.enumerated() {
             let slot = i + 1
             guard slot < PCIBus.maxDevices else { throw VMMError("too many devices for one PCI bus") }
@@ -167,6 +175,14 @@ public final class Machine: Sendable {
             doorbells.withLock { $0.append(bells) }
             try pci.attach(transport, slot: slot)
             if device is VirtioConsole { consoleTransport.withLock { $0 = transport } }
+            if let vsock = device as? VirtioVsock {
+                vsockDevice.withLock { $0 = vsock }
+                do {
+                    try vsock.start(on: deviceLoop) { [weak transport] queue in transport?.notify(queue: queue) }
+                } catch {
+                    throw VMMError("\(error)")
+                }
+            }
         }
         // After the virtio devices, so their slots (and the guest's names for them) never move.
         let panicSlot = devices.count + 1
@@ -214,12 +230,17 @@ public final class Machine: Sendable {
     /// Runs the vCPUs until the VM ends; returns why.
     public func run() throws -> ExitReason {
         VCPUKickSignal.install()
+        // A console reader or vsock client that went away must not kill the VM.
+        signal(SIGPIPE, SIG_IGN)
         let control = try config.controlSocket.map { path throws(VMMError) in
             try ControlServer(path: path) { [weak self] command in
                 self?.control(command) ?? #"{"ok":false,"error":"the VM is gone"}"#
             }
         }
-        defer { control?.removeSocketFile() }
+        defer {
+            control?.removeSocketFile()
+            vsockDevice.withLock { $0 }?.removeSocketFile()
+        }
         // Everything is open and mapped: from here on, only what a running VM needs (and the
         // threads started below inherit the empty capability sets).
         if config.sandbox {

@@ -32,6 +32,8 @@ public struct VMConfig: Sendable {
     public var serialInput = true
     /// Path of the control socket (stop, pause, resume, status), if any.
     public var controlSocket: String?
+    /// virtio-vsock: the guest's CID and the host Unix socket (Firecracker's convention).
+    public var vsock: (cid: UInt64, socketPath: String)?
     /// Run under ``VMMSandbox`` (seccomp allowlist, no capabilities) once the VM is built.
     public var sandbox = true
     /// Disks in order: the first is /dev/vda in the guest.

@@ -6,8 +6,8 @@ import Sandbox
 #endif
 
 /// What a running `vmm` may do once its VM is built, in the spirit of Firecracker's and
-/// crosvm's per-process seccomp policies: no new files, sockets or processes, only the KVM
-/// ioctls a running VM needs, and no capabilities.
+/// crosvm's per-process seccomp policies: no new files, processes or non-Unix sockets, only the
+/// KVM ioctls a running VM needs, and no capabilities.
 enum VMMSandbox {
     /// Exit status when the sandbox stops a system call (SIGSYS's signal number + 128, as a
     /// shell would report a process killed by it).
@@ -49,8 +49,15 @@ enum VMMSandbox {
         filter.allow("ioctl", argument: 1, in: kvmIoctls + terminalIoctls)
         filter.allow("clone", argument: 0, in: [threadCloneFlags])
         filter.refuse("clone3", errno: ENOSYS)
+        // Opening files fails (not traps): glibc's malloc reads /proc/sys/vm/overcommit_memory
+        // when it first trims a thread's heap, and copes with the error.
+        filter.refuse("openat", errno: EACCES)
+        filter.refuse("open", errno: EACCES)
         filter.allow("prctl", argument: 0, in: [15])  // PR_SET_NAME
         filter.allow("setsockopt", argument: 2, in: [UInt64(SO_RCVTIMEO)])  // control-socket clients
+        // vsock: a guest connection to host port P connects to the Unix socket <path>_P.
+        filter.allow("socket", argument: 0, in: [UInt64(AF_UNIX)])
+        filter.allow(["connect"])
         return filter
     }
 

@@ -188,9 +188,12 @@ public final class VirtioBlock: VirtioDevice {
 public enum VirtioDeviceError: Error, Equatable, CustomStringConvertible {
     case open(path: String, errno: Int32)
     case notADisk(path: String)
+    /// A device setting or its host side was refused; the text says which and why.
+    case invalid(String)
 
     public var description: String {
         switch self {
+        case .invalid(let why): return why
         case .open(let path, let code): return "cannot open the disk image \(path): \(String(cString: strerror(code)))"
         case .notADisk(let path): return "the disk image \(path) is neither a regular file nor a block device"
         }

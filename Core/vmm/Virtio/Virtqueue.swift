@@ -73,6 +73,12 @@ public struct Virtqueue: Sendable {
         return try walk(head: head, memory: memory)
     }
 
+    /// Gives back the chain ``popChain(memory:)`` returned last: the device could not use it
+    /// yet (a receive buffer with nothing to put in it), and will pop it again later.
+    public mutating func undoPop() {
+        nextAvailable &-= 1
+    }
+
     /// Follows the descriptor chain at `head`.
     func walk(head: UInt16, memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
         var buffers: [DescriptorChain.Buffer] = []

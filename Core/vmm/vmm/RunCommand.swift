@@ -51,6 +51,15 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Control socket path: `vmm stop|pause|resume|status PATH` talk to it.")
     var socket: String?
 
+    @Option(help: "The guest's vsock CID (3 or more); needs --vsock.")
+    var cid: UInt64?
+
+    @Option(
+        help: ArgumentHelp(
+            "Add a virtio-vsock whose host side is this Unix socket: write `CONNECT <port>\\n` to reach a guest port; guest connections to host port P go to PATH_P.",
+            valueName: "path"))
+    var vsock: String?
+
     @Flag(help: "Do not feed stdin to the serial console.")
     var noConsoleInput = false
 
@@ -59,6 +68,7 @@ struct RunCommand: ParsableCommand {
 
     func validate() throws {
         _ = try output(serial, option: "serial")
+        guard (cid == nil) == (vsock == nil) else { throw ValidationError("--cid and --vsock go together") }
         if let console { _ = try output(console, option: "console") }
     }
 
@@ -83,6 +93,7 @@ struct RunCommand: ParsableCommand {
         config.serialInput = !noConsoleInput
         config.controlSocket = socket
         config.sandbox = !disableSandbox
+        if let cid, let vsock { config.vsock = (cid, vsock) }
         config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
         let reason: Machine.ExitReason
         do {

@@ -6,8 +6,9 @@ import Virtio
 #endif
 
 // Fuzz target for the device side of split virtqueues: the input is what a hostile guest
-// controls (the contents of guest RAM, the queue size and the ring addresses). Every queue is
-// served by virtio-rng and virtio-blk; any crash, hang or out-of-bounds access is a bug.
+// controls (the contents of guest RAM, the queue size and the ring addresses). Queues are
+// served by virtio-rng, virtio-blk or virtio-vsock; any crash, hang or out-of-bounds access is
+// a bug.
 //
 // Built with `tools/fuzz` (libFuzzer, -DFUZZING); built normally it replays the files named on
 // its command line, so corpus entries that once failed stay as regression tests.
@@ -28,6 +29,12 @@ let disk: VirtioBlock = {
     }
 }()
 let rng = VirtioRNG()
+/// Not started on an event loop: streams to the host are refused, everything else is parsed.
+let vsock: VirtioVsock = {
+    do { return try VirtioVsock(guestCID: 3, socketPath: "/tmp/vmtools-fuzz-vsock-\(getpid()).sock") } catch {
+        fatalError("cannot create the fuzz vsock: \(error)")
+    }
+}()
 
 /// Runs one input; returns 0 as libFuzzer expects.
 func fuzzOne(_ input: UnsafeRawBufferPointer) -> Int32 {
@@ -46,11 +53,14 @@ func fuzzOne(_ input: UnsafeRawBufferPointer) -> Int32 {
     queue.usedRing = word(6) * 4
     guard (try? queue.validate(memory: memory)) != nil else { return 0 }
     queue.ready = true
-    let device: any VirtioDevice = header[8] & 1 == 0 ? rng : disk
+    let devices: [any VirtioDevice] = [rng, disk, vsock]
+    let device = devices[Int(header[8]) % devices.count]
+    // vsock: queue 1 parses guest packets, queue 0 fills receive buffers with the replies.
+    let queueIndex = device is VirtioVsock ? Int(header[9] & 1) : 0
     // Serve until the queue is empty or broken; bounded, as popChain consumes at most one
     // request per available-index step.
     for _ in 0..<4 {
-        guard (try? device.process(queue: 0, &queue, memory: memory)) != nil else { break }
+        guard (try? device.process(queue: queueIndex, &queue, memory: memory)) != nil else { break }
     }
     return 0
 }

@@ -1,0 +1,609 @@
+import EventLoop
+import GuestMemory
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// virtio-vsock (type 19) in user space, with Firecracker's host side: the VM's vsock is a Unix
+/// socket at ``socketPath``.
+///
+/// - A host program connects to ``socketPath``, writes `CONNECT <port>\n`, and once the guest
+///   accepts reads `OK <host port>\n`; after that the socket carries the stream.
+/// - A guest connection to CID 2 port P is connected to the Unix socket `<socketPath>_P`; the
+///   guest gets a reset when nothing listens there.
+///
+/// Host sockets are watched by the VMM's device thread (an ``EventLoop``). Queue work runs
+/// under the transport's lock; socket events take only this device's lock and then kick the
+/// receive queue through an eventfd, so the two never wait on each other.
+public final class VirtioVsock: VirtioDevice {
+    static let receiveQueue = 0
+    static let transmitQueue = 1
+    static let eventQueue = 2
+    /// What each connection may have in flight towards the host (our buf_alloc).
+    public static let bufferAllocation: UInt32 = 256 << 10
+    /// Largest payload put in one receive buffer.
+    static let maxPacketPayload = 64 << 10
+    /// Connections at most, host- and guest-initiated together.
+    public static let maxConnections = 1024
+    /// Replies (resets, credit updates) waiting for receive buffers at most: beyond that the
+    /// device stops taking transmit packets, as vhost-vsock does, so a guest that never reads
+    /// cannot make the VMM queue without bound.
+    static let maxControlBacklog = 256
+    /// Host ports for host-initiated connections start here (Firecracker's convention: high,
+    /// clear of the well-known ports a guest listens on).
+    static let firstHostPort: UInt32 = 1 << 30
+
+    struct State {
+        var connections: [Int32: VsockConnection] = [:]
+        var byKey: [VsockConnectionKey: Int32] = [:]
+        /// Packets without payload waiting for receive buffers, in order.
+        var control: [VsockHeader] = []
+        var nextHostPort = VirtioVsock.firstHostPort
+        /// Round-robin position among connections with data for the guest.
+        var lastServed: Int32 = -1
+    }
+
+    public let guestCID: UInt64
+    public let socketPath: String
+    private let listener: Int32
+    private let state = Mutex(State())
+    private let receiveKick: EventFD
+    /// Resumes the transmit queue once the replies it was waiting on have gone out.
+    private let transmitKick: EventFD
+    private let loop = Mutex<EventLoop?>(nil)
+    private let log: @Sendable (String) -> Void
+
+    /// Listens at `socketPath` for host connections.
+    /// - Parameter log: told about refused or broken streams.
+    public init(guestCID: UInt64, socketPath: String, log: @escaping @Sendable (String) -> Void = { _ in })
+        throws(VirtioDeviceError)
+    {
+        guard guestCID >= 3, guestCID < 0xFFFF_FFFF else {
+            throw .invalid("guest CID \(guestCID) is not in 3...4294967294")
+        }
+        self.guestCID = guestCID
+        self.socketPath = socketPath
+        self.log = log
+        do {
+            receiveKick = try EventFD()
+            transmitKick = try EventFD()
+            listener = try UnixSocket.listen(at: socketPath)
+        } catch {
+            throw .invalid("vsock socket \(socketPath): \(error)")
+        }
+    }
+
+    deinit {
+        close(listener)
+        unlink(socketPath)
+        for fd in state.withLock({ Array($0.connections.keys) }) { close(fd) }
+    }
+
+    /// Starts serving host sockets on `loop`; `notify` must serve the queue it is given (the
+    /// transport's `notify(queue:)`), and is called on the loop's thread.
+    public func start(on loop: EventLoop, notify: @escaping @Sendable (Int) -> Void) throws(VirtioDeviceError) {
+        self.loop.withLock { $0 = loop }
+        do {
+            try loop.add(receiveKick.fd) { [receiveKick] in
+                receiveKick.drain()
+                notify(Self.receiveQueue)
+                return .keep
+            }
+            try loop.add(transmitKick.fd) { [transmitKick] in
+                transmitKick.drain()
+                notify(Self.transmitQueue)
+                return .keep
+            }
+            try loop.add(listener) { [weak self] in
+                self?.acceptHostClients()
+                return .keep
+            }
+        } catch {
+            throw .invalid("vsock: \(error)")
+        }
+    }
+
+    /// Removes the socket file so that host clients see the VM is gone (the VMM calls this as
+    /// it stops; the device may outlive the call).
+    public func removeSocketFile() { unlink(socketPath) }
+
+    /// Live connections (for status and tests).
+    public var connectionCount: Int { state.withLock { $0.connections.count } }
+
+    // MARK: - VirtioDevice
+
+    public var deviceType: UInt16 { 19 }
+    public var features: UInt64 { 0 }
+    public var queueMaxSizes: [UInt16] { [256, 256, 64] }
+
+    public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
+        // struct virtio_vsock_config { le64 guest_cid; }
+        var config = [UInt8](repeating: 0, count: 8)
+        config.storeLE(guestCID, at: 0)
+        for i in 0..<data.count { data[i] = offset + i < config.count ? config[offset + i] : 0 }
+    }
+
+    public func reset() {
+        state.withLock { state in
+            for fd in state.connections.keys { forget(fd) }
+            state = State()
+        }
+    }
+
+    public func process(queue index: Int, _ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool
+    {
+        switch index {
+        case Self.transmitQueue: return try drainTransmit(&queue, memory: memory)
+        case Self.receiveQueue: return try fillReceive(&queue, memory: memory)
+        default: return false  // event queue: transport resets only happen on migration
+        }
+    }
+
+    // MARK: - Guest → host (transmit queue)
+
+    private func drainTransmit(_ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        var completed = false
+        let wake = try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
+            while state.control.count < Self.maxControlBacklog, let chain = try queue.popChain(memory: memory) {
+                let bytes = try chain.readBytes(memory: memory, limit: VsockHeader.size)
+                if let header = VsockHeader(bytes) {
+                    handle(header, payloadOf: chain, memory: memory, &state)
+                } else {
+                    log("vsock: dropped a transmit buffer of \(bytes.count) bytes, shorter than a header")
+                }
+                try queue.pushUsed(head: chain.head, written: 0, memory: memory)
+                completed = true
+            }
+            return !state.control.isEmpty || state.connections.values.contains { $0.wantsToSendData }
+        }
+        if wake { receiveKick.signal() }
+        return completed
+    }
+
+    private func handle(
+        _ header: VsockHeader, payloadOf chain: DescriptorChain, memory: GuestMemory, _ state: inout State
+    ) {
+        guard header.sourceCID == guestCID, header.destinationCID == VsockHeader.hostCID,
+            header.type == VsockHeader.typeStream
+        else {
+            if header.op != VsockHeader.Op.reset.rawValue { replyReset(to: header, &state) }
+            return
+        }
+        let key = VsockConnectionKey(hostPort: header.destinationPort, guestPort: header.sourcePort)
+        let fd = state.byKey[key]
+        if let fd { state.connections[fd]?.updatePeerCredit(header) }
+        switch header.knownOp {
+        case .request:
+            // A second REQUEST on a live pair ends the old stream.
+            if let fd { return closeAndReset(fd, &state) }
+            connectToHost(header, key: key, &state)
+        case .response:
+            guard let fd, state.connections[fd]?.state == .connecting else { return resetStream(header, fd, &state) }
+            state.connections[fd]?.state = .established
+            let ok = Array("OK \(key.hostPort)\n".utf8)
+            guard ok.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, noSignal) }) == ok.count else {
+                return closeAndReset(fd, &state)
+            }
+            updateInterest(fd, state)
+        case .rw:
+            guard let fd, state.connections[fd]?.state == .established else { return resetStream(header, fd, &state) }
+            forwardPayload(header, of: chain, memory: memory, to: fd, &state)
+        case .shutdown:
+            guard let fd else { return }
+            if header.flags & VsockHeader.shutdownSend != 0 { state.connections[fd]?.guestStoppedSending = true }
+            if header.flags & VsockHeader.shutdownReceive != 0 { state.connections[fd]?.guestStoppedReceiving = true }
+            finishHalfClosed(fd, &state)
+        case .reset:
+            guard let fd else { return }
+            forget(fd)
+            removeConnection(fd, &state)
+        case .creditUpdate:
+            if let fd { updateInterest(fd, state) }
+        case .creditRequest:
+            guard let fd, var connection = state.connections[fd] else { return replyReset(to: header, &state) }
+            state.control.append(packet(.creditUpdate, for: &connection))
+            state.connections[fd] = connection
+        case nil:
+            resetStream(header, fd, &state)
+        }
+    }
+
+    /// Ends the stream a bad packet belongs to (closing its host socket), or answers RST when
+    /// it belongs to none.
+    private func resetStream(_ header: VsockHeader, _ fd: Int32?, _ state: inout State) {
+        if let fd { closeAndReset(fd, &state) } else { replyReset(to: header, &state) }
+    }
+
+    /// A guest REQUEST to host port P: connect to `<socketPath>_P`, answer RESPONSE or RST.
+    private func connectToHost(_ header: VsockHeader, key: VsockConnectionKey, _ state: inout State) {
+        guard state.connections.count < Self.maxConnections else {
+            log("vsock: refused guest port \(key.guestPort) → host port \(key.hostPort): too many connections")
+            return replyReset(to: header, &state)
+        }
+        let fd: Int32
+        do { fd = try UnixSocket.connect(to: "\(socketPath)_\(key.hostPort)") } catch {
+            return replyReset(to: header, &state)
+        }
+        var connection = VsockConnection(fd: fd, key: key, state: .established)
+        connection.updatePeerCredit(header)
+        guard register(fd) else {
+            close(fd)
+            return replyReset(to: header, &state)
+        }
+        state.control.append(packet(.response, for: &connection))
+        state.connections[fd] = connection
+        state.byKey[key] = fd
+        updateInterest(fd, state)
+    }
+
+    /// Writes an RW packet's payload to the host socket; what the socket does not take now
+    /// waits, bounded by the credit the guest was given.
+    private func forwardPayload(
+        _ header: VsockHeader, of chain: DescriptorChain, memory: GuestMemory, to fd: Int32, _ state: inout State
+    ) {
+        guard var connection = state.connections[fd] else { return }
+        let length = Int(header.length)
+        let carried = chain.readable.reduce(0) { $0 + Int($1.length) } - VsockHeader.size
+        guard length <= carried else {
+            log("vsock: guest port \(connection.key?.guestPort ?? 0) sent a packet shorter than its header says")
+            return closeAndReset(fd, &state)
+        }
+        guard UInt64(connection.unforwarded) + UInt64(length) <= UInt64(Self.bufferAllocation),
+            !connection.guestStoppedSending
+        else {
+            log("vsock: guest port \(connection.key?.guestPort ?? 0) sent beyond its credit; resetting the stream")
+            return closeAndReset(fd, &state)
+        }
+        // The payload follows the header in the readable buffers.
+        var skip = VsockHeader.size
+        var remaining = length
+        var wroteAll = connection.pendingToHost.isEmpty
+        for buffer in chain.readable where remaining > 0 {
+            let dropped = min(skip, Int(buffer.length))
+            skip -= dropped
+            let count = min(Int(buffer.length) - dropped, remaining)
+            guard count > 0 else { continue }
+            guard let bytes = try? memory.buffer(at: buffer.address + UInt64(dropped), count: count) else {
+                return closeAndReset(fd, &state)
+            }
+            remaining -= count
+            var done = 0
+            if wroteAll {
+                while done < count {
+                    let n = send(fd, bytes.baseAddress! + done, count - done, noSignal)
+                    if n > 0 {
+                        done += n
+                    } else if n < 0 && errno == EINTR {
+                        continue
+                    } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                        break
+                    } else {
+                        return closeAndReset(fd, &state)
+                    }
+                }
+                connection.forwarded &+= UInt32(done)
+                if done < count { wroteAll = false }
+            }
+            if done < count { connection.pendingToHost += UnsafeRawBufferPointer(rebasing: bytes[done...]) }
+        }
+        connection.receivedFromGuest &+= UInt32(length - remaining)
+        announceCreditIfDue(&connection, &state)
+        state.connections[fd] = connection
+        updateInterest(fd, state)
+    }
+
+    /// Tells the guest about freed credit once half of its window has been forwarded since it
+    /// last heard, so that a sender blocked on credit always wakes up.
+    private func announceCreditIfDue(_ connection: inout VsockConnection, _ state: inout State) {
+        if connection.forwarded &- connection.forwardedAnnounced >= Self.bufferAllocation / 2 {
+            state.control.append(packet(.creditUpdate, for: &connection))
+        }
+    }
+
+    /// After a shutdown from either side: pass a guest's end of sending on to the host socket
+    /// once everything before it was written; close when neither side will send any more.
+    private func finishHalfClosed(_ fd: Int32, _ state: inout State) {
+        guard let connection = state.connections[fd] else { return }
+        if connection.guestStoppedSending && connection.pendingToHost.isEmpty {
+            shutdown(fd, Int32(SHUT_WR))
+        }
+        let guestDone = connection.guestStoppedSending && connection.guestStoppedReceiving
+        let bothDone = connection.guestStoppedSending && connection.hostClosedSending
+        if guestDone || bothDone {
+            closeAndReset(fd, &state)
+        } else {
+            updateInterest(fd, state)
+        }
+    }
+
+    // MARK: - Host → guest (receive queue)
+
+    private func fillReceive(_ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
+            var completed = false
+            while !state.control.isEmpty || state.connections.values.contains(where: { $0.wantsToSendData }) {
+                guard let chain = try queue.popChain(memory: memory) else { break }
+                let room = chain.writable.reduce(0) { $0 + Int($1.length) }
+                guard room >= VsockHeader.size else {
+                    throw .malformedRequest("vsock receive buffer of \(room) bytes cannot hold a header")
+                }
+                if !state.control.isEmpty {
+                    let header = state.control.removeFirst()
+                    try chain.writeBytes(header.encoded, memory: memory)
+                    try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
+                    completed = true
+                    if state.control.count == Self.maxControlBacklog - 1 { transmitKick.signal() }
+                    continue
+                }
+                guard room > VsockHeader.size else {
+                    // No room for data (Linux never posts such buffers): fill it with a credit
+                    // update for the stream that waits, so the queue moves on and the next
+                    // buffer gets the data.
+                    let ready = state.connections.keys.filter { state.connections[$0]?.wantsToSendData == true }
+                    guard let fd = ready.min(), var connection = state.connections[fd] else {
+                        queue.undoPop()
+                        break
+                    }
+                    let header = packet(.creditUpdate, for: &connection)
+                    state.connections[fd] = connection
+                    try chain.writeBytes(header.encoded, memory: memory)
+                    try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
+                    completed = true
+                    continue
+                }
+                if let written = try sendData(into: chain, room: room, memory: memory, &state) {
+                    try queue.pushUsed(head: chain.head, written: written, memory: memory)
+                    completed = true
+                } else if state.control.isEmpty {
+                    // The socket had nothing after all (its readiness was stale): keep the buffer.
+                    queue.undoPop()
+                    if !state.connections.values.contains(where: { $0.wantsToSendData }) { break }
+                } else {
+                    queue.undoPop()  // a control packet (a shutdown) came up instead; loop sends it
+                }
+            }
+            return completed
+        }
+    }
+
+    /// Reads one connection's host socket straight into `chain` after the header; returns the
+    /// bytes used, or nil when the socket had no data (its connection is then marked idle).
+    private func sendData(into chain: DescriptorChain, room: Int, memory: GuestMemory, _ state: inout State)
+        throws(VirtqueueError) -> UInt32?
+    {
+        let ready = state.connections.keys.filter { state.connections[$0]?.wantsToSendData == true }.sorted()
+        guard let fd = ready.first(where: { $0 > state.lastServed }) ?? ready.first,
+            var connection = state.connections[fd], connection.key != nil
+        else { return nil }
+        state.lastServed = fd
+        let capacity = min(room - VsockHeader.size, Int(connection.peerCredit), Self.maxPacketPayload)
+        var vectors: [iovec] = []
+        var skip = VsockHeader.size
+        var left = capacity
+        for buffer in chain.writable where left > 0 {
+            let dropped = min(skip, Int(buffer.length))
+            skip -= dropped
+            let count = min(Int(buffer.length) - dropped, left)
+            guard count > 0 else { continue }
+            guard let bytes = try? memory.buffer(at: buffer.address + UInt64(dropped), count: count) else {
+                throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
+            }
+            vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: count))
+            left -= count
+        }
+        var n: Int
+        repeat { n = readv(fd, vectors, Int32(vectors.count)) } while n < 0 && errno == EINTR
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+            connection.hostReadable = false
+            state.connections[fd] = connection
+            updateInterest(fd, state)
+            return nil
+        }
+        if n <= 0 {
+            // EOF: the host will send no more (it may still read: a half-close). When the guest
+            // is done sending too, or the socket failed, the stream is over.
+            connection.hostReadable = false
+            connection.hostClosedSending = true
+            state.connections[fd] = connection
+            if n < 0 || connection.guestStoppedSending {
+                closeAndReset(fd, &state)
+            } else {
+                state.control.append(packet(.shutdown, for: &connection, flags: VsockHeader.shutdownSend))
+                state.connections[fd] = connection
+                updateInterest(fd, state)
+            }
+            return nil
+        }
+        var header = packet(.rw, for: &connection)
+        header.length = UInt32(n)
+        connection.sentToGuest &+= UInt32(n)
+        state.connections[fd] = connection
+        try chain.writeBytes(header.encoded, memory: memory)
+        return UInt32(VsockHeader.size + n)
+    }
+
+    // MARK: - Host clients (the Unix socket at socketPath)
+
+    private func acceptHostClients() {
+        while let fd = UnixSocket.accept(listener) {
+            let accepted = state.withLock { state -> Bool in
+                guard state.connections.count < Self.maxConnections, register(fd) else { return false }
+                state.connections[fd] = VsockConnection(fd: fd, key: nil, state: .awaitingConnectLine([]))
+                return true
+            }
+            if !accepted {
+                log("vsock: refused a host client: too many connections")
+                close(fd)
+            }
+        }
+    }
+
+    /// Readiness of a connection's host socket, on the loop's thread.
+    private func hostSocketReady(_ fd: Int32, _ readiness: EventLoop.Readiness) {
+        let wake = state.withLock { state -> Bool in
+            guard var connection = state.connections[fd] else { return false }
+            switch connection.state {
+            case .awaitingConnectLine(let line):
+                readConnectLine(fd, so: line, &connection, &state)
+            case .connecting:
+                // The client left before the guest answered.
+                if !readiness.isDisjoint(with: [.hangUp, .peerClosedWriting, .error]) { closeAndReset(fd, &state) }
+            case .established:
+                if readiness.contains(.writable) { flushPending(fd, &state) }
+                guard state.connections[fd] != nil else { break }
+                if !readiness.isDisjoint(with: [.readable, .peerClosedWriting, .hangUp, .error]) {
+                    state.connections[fd]?.hostReadable = true
+                    updateInterest(fd, state)
+                }
+                if !readiness.isDisjoint(with: [.hangUp, .error]) {
+                    // Reported for as long as it is watched: stop watching. What is left to
+                    // read is read by the receive queue, up to EOF; a write now fails and resets.
+                    loop.withLock { $0 }?.remove(fd)
+                }
+            }
+            return !state.control.isEmpty || state.connections.values.contains { $0.wantsToSendData }
+        }
+        if wake { receiveKick.signal() }
+    }
+
+    /// Reads `CONNECT <port>\n` (at most 32 bytes); on a good line, asks the guest to accept.
+    private func readConnectLine(
+        _ fd: Int32, so far: [UInt8], _ connection: inout VsockConnection, _ state: inout State
+    ) {
+        var line = far
+        var byte: UInt8 = 0
+        while line.count < 32 {
+            let n = read(fd, &byte, 1)
+            if n == 1 {
+                if byte == UInt8(ascii: "\n") { break }
+                line.append(byte)
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                state.connections[fd]?.state = .awaitingConnectLine(line)
+                return
+            }
+            return closeAndForgetQuietly(fd, &state)  // EOF or error before a full line
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard byte == UInt8(ascii: "\n"), text.hasPrefix("CONNECT "), let port = UInt32(text.dropFirst(8)) else {
+            let reply = Array("ERROR expected CONNECT <port>\n".utf8)
+            _ = reply.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, noSignal) }
+            return closeAndForgetQuietly(fd, &state)
+        }
+        var hostPort = state.nextHostPort
+        while state.byKey[VsockConnectionKey(hostPort: hostPort, guestPort: port)] != nil { hostPort &+= 1 }
+        state.nextHostPort = hostPort &+ 1 < Self.firstHostPort ? Self.firstHostPort : hostPort &+ 1
+        let key = VsockConnectionKey(hostPort: hostPort, guestPort: port)
+        connection.key = key
+        connection.state = .connecting
+        state.control.append(packet(.request, for: &connection))
+        state.connections[fd] = connection
+        state.byKey[key] = fd
+        updateInterest(fd, state)
+    }
+
+    /// Writes what waits for the host socket; announces credit as it frees up.
+    private func flushPending(_ fd: Int32, _ state: inout State) {
+        guard var connection = state.connections[fd] else { return }
+        while !connection.pendingToHost.isEmpty {
+            let n = connection.pendingToHost.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, noSignal) }
+            if n > 0 {
+                connection.pendingToHost.removeFirst(n)
+                connection.forwarded &+= UInt32(n)
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break
+            } else {
+                return closeAndReset(fd, &state)
+            }
+        }
+        announceCreditIfDue(&connection, &state)
+        state.connections[fd] = connection
+        finishHalfClosed(fd, &state)
+    }
+
+    // MARK: - Helpers
+
+    /// A host client that went away must fail the send, not raise SIGPIPE in the VMM.
+    private let noSignal = Int32(MSG_NOSIGNAL)
+
+    /// A header for `op` on `connection`'s stream, carrying our current credit.
+    private func packet(_ op: VsockHeader.Op, for connection: inout VsockConnection, flags: UInt32 = 0)
+        -> VsockHeader
+    {
+        let key = connection.key ?? VsockConnectionKey(hostPort: 0, guestPort: 0)
+        connection.forwardedAnnounced = connection.forwarded
+        return VsockHeader(
+            sourceCID: VsockHeader.hostCID, destinationCID: guestCID, sourcePort: key.hostPort,
+            destinationPort: key.guestPort, op: op, flags: flags, bufferAllocation: Self.bufferAllocation,
+            forwardCount: connection.forwarded)
+    }
+
+    /// A reset answering a packet that has no stream (or a bad one).
+    private func replyReset(to header: VsockHeader, _ state: inout State) {
+        state.control.append(
+            VsockHeader(
+                sourceCID: header.destinationCID, destinationCID: header.sourceCID, sourcePort: header.destinationPort,
+                destinationPort: header.sourcePort, op: .reset))
+    }
+
+    private func closeAndReset(_ fd: Int32, _ state: inout State) {
+        if var connection = state.connections[fd], connection.key != nil, connection.state != .awaitingConnectLine([]) {
+            state.control.append(packet(.reset, for: &connection))
+        }
+        forget(fd)
+        removeConnection(fd, &state)
+    }
+
+    private func closeAndForgetQuietly(_ fd: Int32, _ state: inout State) {
+        forget(fd)
+        removeConnection(fd, &state)
+    }
+
+    private func removeConnection(_ fd: Int32, _ state: inout State) {
+        if let key = state.connections[fd]?.key { state.byKey[key] = nil }
+        state.connections[fd] = nil
+    }
+
+    /// Stops watching and closes a host socket.
+    private func forget(_ fd: Int32) {
+        loop.withLock { $0 }?.remove(fd)
+        close(fd)
+    }
+
+    private func register(_ fd: Int32) -> Bool {
+        guard let loop = loop.withLock({ $0 }) else { return false }
+        do {
+            try loop.add(fd, interest: .readable) { [weak self] readiness in
+                self?.hostSocketReady(fd, readiness)
+                return .keep
+            }
+            return true
+        } catch {
+            log("vsock: cannot watch a host socket: \(error)")
+            return false
+        }
+    }
+
+    /// Watch for reading only while the device is not already holding unread data for the
+    /// guest, and for writing only while bytes wait for the host.
+    private func updateInterest(_ fd: Int32, _ state: State) {
+        guard let connection = state.connections[fd], let loop = loop.withLock({ $0 }) else { return }
+        var interest: EventLoop.Interest = []
+        switch connection.state {
+        case .awaitingConnectLine: interest = .readable
+        case .connecting: interest = []
+        case .established:
+            if !connection.hostReadable && !connection.hostClosedSending && !connection.guestStoppedReceiving {
+                interest.insert(.readable)
+            }
+            if !connection.pendingToHost.isEmpty { interest.insert(.writable) }
+        }
+        loop.setInterest(fd, interest)
+    }
+}

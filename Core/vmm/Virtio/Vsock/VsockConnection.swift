@@ -1,0 +1,70 @@
+/// Identifies a stream: the port on the host side and the port on the guest side.
+struct VsockConnectionKey: Hashable, Sendable {
+    var hostPort: UInt32
+    var guestPort: UInt32
+}
+
+/// One stream between a guest socket and a host Unix socket, with both directions' credit.
+///
+/// Guest → host: bytes the host socket does not take at once wait in ``pendingToHost``, which the
+/// guest cannot grow past ``VirtioVsock/bufferAllocation`` (its credit). Host → guest: nothing is
+/// buffered; the device reads the host socket straight into the guest's receive buffers, only as
+/// much as the guest's credit allows.
+struct VsockConnection: Sendable {
+    enum State: Sendable, Equatable {
+        /// A host client connected to the device's socket and has not yet sent `CONNECT <port>\n`.
+        case awaitingConnectLine([UInt8])
+        /// REQUEST sent to the guest; waiting for its RESPONSE.
+        case connecting
+        case established
+    }
+
+    let fd: Int32
+    var key: VsockConnectionKey?
+    var state: State
+
+    // Guest → host.
+    /// Bytes received from the guest (its tx_cnt as we saw it).
+    var receivedFromGuest: UInt32 = 0
+    /// Bytes written to the host socket (our fwd_cnt).
+    var forwarded: UInt32 = 0
+    /// The fwd_cnt the guest last heard from us.
+    var forwardedAnnounced: UInt32 = 0
+    var pendingToHost: [UInt8] = []
+    var guestStoppedSending = false
+    var guestStoppedReceiving = false
+
+    // Host → guest.
+    var sentToGuest: UInt32 = 0
+    var peerBufferAllocation: UInt32 = 0
+    var peerForwardCount: UInt32 = 0
+    /// The host socket has data (or EOF) the device has not read yet.
+    var hostReadable = false
+    var hostClosedSending = false
+
+    init(fd: Int32, key: VsockConnectionKey?, state: State) {
+        self.fd = fd
+        self.key = key
+        self.state = state
+    }
+
+    /// Bytes the guest can still take (its buf_alloc minus what is in flight).
+    var peerCredit: UInt32 {
+        let inFlight = sentToGuest &- peerForwardCount
+        return inFlight >= peerBufferAllocation ? 0 : peerBufferAllocation - inFlight
+    }
+
+    /// Bytes from the guest not yet written to the host.
+    var unforwarded: UInt32 { receivedFromGuest &- forwarded }
+
+    /// Takes the credit fields of a packet from the guest.
+    mutating func updatePeerCredit(_ header: VsockHeader) {
+        peerBufferAllocation = header.bufferAllocation
+        peerForwardCount = header.forwardCount
+    }
+
+    /// Whether the device should read the host socket into a receive buffer now.
+    var wantsToSendData: Bool {
+        state == .established && hostReadable && !hostClosedSending && !guestStoppedReceiving && peerCredit > 0
+    }
+}

@@ -1,0 +1,96 @@
+#!/bin/bash
+# Inside the testbed (see tools/bench-vsock): vsock throughput of vmm and of QEMU + vhost-vsock.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+runs=${1:-3}
+mib=${2:-256}
+work=$(mktemp -d)
+modprobe vhost_vsock
+
+cat >"$work/init" <<INIT
+#!/bin/sh
+export PATH=/usr/bin:/bin:/sbin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+modprobe virtio_pci; modprobe vmw_vsock_virtio_transport
+# 1235: a sink; 1236: a source of as many bytes as the first line asks for.
+socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork OPEN:/dev/null &
+socat -b 65536 VSOCK-LISTEN:1236,reuseaddr,fork SYSTEM:'read n; head -c \$n /dev/zero' &
+sleep 1
+echo BENCH-READY
+while true; do sleep 1; done
+INIT
+INITRAMFS_BINARIES=$(command -v socat) make_initramfs "$work/initrd.gz" "$work/init" virtio_pci vmw_vsock_virtio_transport
+
+now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+
+# connect KIND PORT: a command whose stdin/stdout is a stream to guest PORT.
+connect() {
+  case $1 in
+    vmm) echo "socat -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
+    qemu) echo "socat -b 65536 - VSOCK-CONNECT:4:$2" ;;
+  esac
+}
+preamble() { [ "$1" = vmm ] && printf 'CONNECT %s\n' "$2"; true; }
+
+# to_guest KIND STREAMS: MiB/s for $mib MiB split over STREAMS streams to the sink.
+to_guest() {
+  local kind=$1 streams=$2 each=$((mib / $2)) start i
+  start=$(now_ms)
+  for i in $(seq "$streams"); do
+    ( (preamble "$kind" 1235; head -c "${each}M" /dev/zero) | $(connect "$kind" 1235) >/dev/null ) &
+  done
+  wait
+  echo $(( mib * 1000 / ($(now_ms) - start + 1) ))
+}
+
+# from_guest KIND STREAMS: MiB/s for $mib MiB split over STREAMS streams from the source.
+from_guest() {
+  local kind=$1 streams=$2 each=$((mib / $2)) start i
+  start=$(now_ms)
+  for i in $(seq "$streams"); do
+    ( (preamble "$kind" 1236; echo $((each * 1048576)); sleep 600) | $(connect "$kind" 1236) | head -c $((each * 1048576 + 64)) >"$work/in-$i" ) &
+  done
+  wait
+  local got=0
+  for i in $(seq "$streams"); do got=$((got + $(stat -c %s "$work/in-$i"))); done
+  echo $(( got / 1048576 * 1000 / ($(now_ms) - start + 1) ))
+}
+
+start_vm() {
+  rm -f "$work/serial.log"
+  case $1 in
+    vmm) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
+      --params quiet --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >/dev/null 2>&1 & ;;
+    qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
+      -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
+      -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
+  esac
+  vm_pid=$!
+  for i in $(seq 120); do grep -q BENCH-READY "$work/serial.log" 2>/dev/null && return 0; sleep 0.5; done
+  echo "bench: $1 did not come up" >&2
+  return 1
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+
+echo "bench: vsock, $mib MiB per measurement, $runs runs, 64 KiB writes, 2 vCPUs, nested KVM in the testbed"
+for kind in vmm qemu; do
+  start_vm "$kind" || continue
+  for r in $(seq "$runs"); do
+    for streams in 1 8; do
+      echo "$(to_guest "$kind" "$streams")" >>"$work/$kind-to-$streams"
+      echo "$(from_guest "$kind" "$streams")" >>"$work/$kind-from-$streams"
+    done
+  done
+  kill "$vm_pid"; wait "$vm_pid" 2>/dev/null
+done
+
+printf '%-28s %16s %16s %16s %16s\n' "VMM" "host→guest x1" "host→guest x8" "guest→host x1" "guest→host x8"
+for kind in vmm qemu; do
+  label="vmm (user-space vsock)"; [ "$kind" = qemu ] && label="qemu q35 + vhost-vsock"
+  printf '%-28s' "$label"
+  for f in to-1 to-8 from-1 from-8; do printf ' %12s MiB/s' "$(median <"$work/$kind-$f" 2>/dev/null)"; done
+  echo
+done
+rm -rf "$work"
