@@ -40,11 +40,12 @@ let package = Package(
 
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
+        .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
         .executableTarget(
-            name: "fuzz-virtqueue", dependencies: ["Virtio", "GuestMemory"], path: "Tests/Fuzz/virtqueue",
+            name: "fuzz-virtqueue", dependencies: ["Virtio", "GuestMemory", "FuzzSupport"], path: "Tests/Fuzz/virtqueue",
             exclude: ["corpus"]),
         .executableTarget(
-            name: "fuzz-kernel-loader", dependencies: ["X86", "GuestMemory"], path: "Tests/Fuzz/kernel-loader",
+            name: "fuzz-kernel-loader", dependencies: ["X86", "GuestMemory", "FuzzSupport"], path: "Tests/Fuzz/kernel-loader",
             exclude: ["corpus"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], path: "Tests/EventLoopTests"),

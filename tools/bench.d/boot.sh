@@ -29,13 +29,15 @@ rss_overhead() {
     END { print total + 0 }' "/proc/$1/smaps"
 }
 
-# one NAME CMD...: one boot; appends "init_ms exit_ms rss_kib" to $work/NAME.
+# one NAME EXIT CMD...: one boot; appends "init_ms exit_ms rss_kib" to $work/NAME and prints it.
+# EXIT=wait measures the time to the VMM's exit after the guest reboots; EXIT=kill ends the VMM
+# once init ran (QEMU's microvm has no i8042, so its reboot=k exit waits ~40 s on timeouts).
 one() {
-  local name=$1; shift
-  local fifo=$work/fifo start init=0 rss=0 pid
+  local name=$1 exit_mode=$2; shift 2
+  local fifo=$work/fifo start init=0 rss=0 pid exit_ms
   rm -f "$fifo"; mkfifo "$fifo"
   start=$(now_us)
-  timeout -k 5 120 "$@" </dev/null >"$fifo" 2>/dev/null &
+  timeout -k 5 90 "$@" </dev/null >"$fifo" 2>/dev/null &
   pid=$!
   while IFS= read -r line; do
     case $line in
@@ -43,11 +45,18 @@ one() {
         init=$(( ($(now_us) - start) / 1000 ))
         sleep 0.3
         rss=$(rss_overhead "$(pgrep -P "$pid" | head -n 1)")
+        [ "$exit_mode" = kill ] && pkill -P "$pid"
         ;;
     esac
   done <"$fifo"
-  wait "$pid" || init=0  # a run that failed or hung counts as never reaching init
-  echo "$init $(( ($(now_us) - start) / 1000 )) $rss" >>"$work/$name"
+  if [ "$exit_mode" = kill ]; then
+    wait "$pid"
+    exit_ms=-
+  else
+    wait "$pid" || init=0  # a run that failed or hung counts as never reaching init
+    exit_ms=$(( ($(now_us) - start) / 1000 ))
+  fi
+  echo "$init $exit_ms $rss" | tee -a "$work/$name" | sed "s/^/  $name: /"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
@@ -63,11 +72,11 @@ q35_cmd=(qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m $mem -smp 1 -nodefau
 
 echo "bench: $runs boots each, $mem MiB, 1 vCPU, $(uname -r) guest, nested KVM in the testbed"
 for i in $(seq "$runs"); do
-  one vmm "${vmm_cmd[@]}"
-  one vmm-pvh "${vmm_pvh_cmd[@]}"
-  one microvm "${microvm_cmd[@]}"
-  one microvm-pvh "${microvm_pvh_cmd[@]}"
-  one q35 "${q35_cmd[@]}"
+  one vmm wait "${vmm_cmd[@]}"
+  one vmm-pvh wait "${vmm_pvh_cmd[@]}"
+  one microvm kill "${microvm_cmd[@]}"
+  one microvm-pvh kill "${microvm_pvh_cmd[@]}"
+  one q35 wait "${q35_cmd[@]}"
 done
 
 printf '%-22s %14s %14s %16s\n' "VMM" "to init (ms)" "to exit (ms)" "overhead (MiB)"
@@ -76,7 +85,8 @@ for name in $names; do
   f=$work/$name
   # Medians over the runs that reached init; failed runs are counted separately.
   init=$(awk '$1 > 0 {print $1}' "$f" | median)
-  exit_ms=$(awk '$1 > 0 {print $2}' "$f" | median)
+  exit_ms=$(awk '$1 > 0 && $2 != "-" {print $2}' "$f" | median)
+  [ -n "$exit_ms" ] || exit_ms="not measured"
   rss=$(awk '$1 > 0 {print $3}' "$f" | median)
   failed=$(awk '$1 == 0' "$f" | wc -l)
   label=$name

@@ -1,3 +1,4 @@
+import FuzzSupport
 import GuestMemory
 import X86
 
@@ -35,42 +36,14 @@ func fuzzOne(_ input: UnsafeRawBufferPointer) -> Int32 {
         fuzzOne(UnsafeRawBufferPointer(start: data, count: size))
     }
 
-    @_silgen_name("LLVMFuzzerRunDriver")
-    func LLVMFuzzerRunDriver(
-        _ argc: UnsafeMutablePointer<Int32>,
-        _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-        _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-    ) -> Int32
-
     // SwiftPM names an executable's entry point after its module; libFuzzer's driver runs from it.
     @_cdecl("fuzz_kernel_loader_main")
     func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-        var argc = argc
-        var argv = argv
-        return LLVMFuzzerRunDriver(&argc, &argv) { LLVMFuzzerTestOneInput($0, $1) }
+        runLibFuzzer(argc, argv) { LLVMFuzzerTestOneInput($0, $1) }
     }
 #else
     @main
     struct Replay {
-        static func main() {
-            var count = 0
-            for path in CommandLine.arguments.dropFirst() {
-                guard let file = fopen(path, "rb") else {
-                    print("fuzz-kernel-loader: cannot open \(path)")
-                    exit(2)
-                }
-                var bytes: [UInt8] = []
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                while true {
-                    let n = fread(&chunk, 1, chunk.count, file)
-                    if n <= 0 { break }
-                    bytes += chunk[0..<n]
-                }
-                fclose(file)
-                _ = bytes.withUnsafeBytes { fuzzOne($0) }
-                count += 1
-            }
-            print("fuzz-kernel-loader: replayed \(count) inputs")
-        }
+        static func main() { replayInputs(name: "fuzz-kernel-loader", arguments: CommandLine.arguments, fuzzOne) }
     }
 #endif
