@@ -59,7 +59,7 @@ one() {
   echo "$init $exit_ms $rss" | tee -a "$work/$name" | sed "s/^/  $name: /"
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 vmm_cmd=(vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem $mem --cpus 1 --no-console-input --params quiet)
 vmm_pvh_cmd=(vmm run --kernel "$work/vmlinux" --initrd "$work/initrd.gz" --mem $mem --cpus 1 --no-console-input --params quiet)

@@ -14,8 +14,8 @@ mount -t proc proc /proc
 mount -t devtmpfs dev /dev
 modprobe virtio_pci; modprobe vmw_vsock_virtio_transport
 # 1235: a sink; 1236: a source of as many bytes as the first line asks for.
-socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork OPEN:/dev/null &
-socat -b 65536 VSOCK-LISTEN:1236,reuseaddr,fork SYSTEM:'read n; head -c \$n /dev/zero' &
+socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork,backlog=64 OPEN:/dev/null &
+socat -t 600 -b 65536 VSOCK-LISTEN:1236,reuseaddr,fork,backlog=64 SYSTEM:'read n; head -c \$n /dev/zero' &
 sleep 1
 echo BENCH-READY
 while true; do sleep 1; done
@@ -27,8 +27,8 @@ now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 # connect KIND PORT: a command whose stdin/stdout is a stream to guest PORT.
 connect() {
   case $1 in
-    vmm) echo "socat -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
-    qemu) echo "socat -b 65536 - VSOCK-CONNECT:4:$2" ;;
+    vmm) echo "socat -t 120 -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
+    qemu) echo "socat -t 120 -b 65536 - VSOCK-CONNECT:4:$2" ;;
   esac
 }
 preamble() { [ "$1" = vmm ] && printf 'CONNECT %s\n' "$2"; true; }
@@ -49,7 +49,8 @@ from_guest() {
   local kind=$1 streams=$2 each=$((mib / $2)) start i
   start=$(now_ms)
   for i in $(seq "$streams"); do
-    ( (preamble "$kind" 1236; echo $((each * 1048576)); sleep 600) | $(connect "$kind" 1236) | head -c $((each * 1048576 + 64)) >"$work/in-$i" ) &
+    # After the request line, socat half-closes and reads on (-t) until the guest's source ends.
+    ( (preamble "$kind" 1236; echo $((each * 1048576))) | $(connect "$kind" 1236) >"$work/in-$i" ) &
   done
   wait
   local got=0
@@ -72,15 +73,15 @@ start_vm() {
   return 1
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
-echo "bench: vsock, $mib MiB per measurement, $runs runs, 64 KiB writes, 2 vCPUs, nested KVM in the testbed"
+echo "bench: vsock (each measurement is printed as it ends), $mib MiB per measurement, $runs runs, 64 KiB writes, 2 vCPUs, nested KVM in the testbed"
 for kind in vmm qemu; do
   start_vm "$kind" || continue
   for r in $(seq "$runs"); do
     for streams in 1 8; do
-      echo "$(to_guest "$kind" "$streams")" >>"$work/$kind-to-$streams"
-      echo "$(from_guest "$kind" "$streams")" >>"$work/$kind-from-$streams"
+      to_guest "$kind" "$streams" | tee -a "$work/$kind-to-$streams" | sed "s/^/  $kind host→guest x$streams: /;s/$/ MiB\/s/"
+      from_guest "$kind" "$streams" | tee -a "$work/$kind-from-$streams" | sed "s/^/  $kind guest→host x$streams: /;s/$/ MiB\/s/"
     done
   done
   kill "$vm_pid"; wait "$vm_pid" 2>/dev/null
