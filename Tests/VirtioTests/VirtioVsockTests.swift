@@ -332,6 +332,23 @@ struct VirtioVsockTests {
         #expect(data?.payload == Array("early".utf8))
     }
 
+    @Test("a guest that never answers a host CONNECT gets an RST after the timeout, and the client is closed")
+    func hostConnectTimeout() throws {
+        let harness = try VsockHarness()
+        let client = try harness.connectClient()
+        #expect(Host.write(client, Array("CONNECT 1234\n".utf8)))
+        guard let request = try harness.expect(.request) else { return }
+        let started = Date()
+        let end = Host.readToEnd(client, timeout: 5)
+        let waited = Date().timeIntervalSince(started)
+        #expect(end.closed)
+        #expect(end.bytes.isEmpty, "no OK without a RESPONSE")
+        #expect(waited >= 1.4 && waited < 4, "closed after \(waited) s; the timeout is 2 s")
+        let reset = try harness.expect(.reset)
+        Self.checkAddress(reset, hostPort: request.header.sourcePort, guestPort: 1234)
+        #expect(harness.device.connectionCount == 0)
+    }
+
     @Test("a CONNECT line may come in pieces")
     func connectLineInPieces() throws {
         let harness = try VsockHarness()

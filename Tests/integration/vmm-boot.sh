@@ -37,7 +37,7 @@ check "4 vCPUs: the guest sees 4 CPUs" bash -c "$(declare -f boot); work=$work G
 # PVH: the ELF vmlinux inside the Debian bzImage (an xz stream after the setup code) boots
 # directly in 32-bit protected mode from its XEN_ELFNOTE_PHYS32_ENTRY.
 xz_at=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$GUEST_KERNEL" | head -n 1 | cut -d: -f1)
-tail -c +$((xz_at + 1)) "$GUEST_KERNEL" | xz -dc >"$work/vmlinux" 2>/dev/null
+tail -c +$((xz_at + 1)) "$GUEST_KERNEL" 2>/dev/null | xz -dc >"$work/vmlinux" 2>/dev/null
 check "PVH: the ELF vmlinux boots to init with 2 vCPUs, reboot ends vmm with 0" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$work/vmlinux; boot $work/pvh.log --cpus 2 --params quiet && grep -q 'GUEST-INIT cpus=2' $work/pvh.log"
 check "PVH: the kernel found the initrd, command line and ACPI tables from the start info" bash -c "grep -q 'GUEST-INIT' $work/pvh.log && timeout 120 vmm run --kernel $work/vmlinux --initrd $work/initrd.gz --no-console-input </dev/null 2>&1 | tee $work/pvh-verbose.log | grep -q 'ACPI: RSDP 0x00000000000E0000' && grep -q 'Command line: console=ttyS0' $work/pvh-verbose.log && grep -q 'RAMDISK: \[mem' $work/pvh-verbose.log"
 check "console input reaches the guest" bash -c "for i in \$(seq 60); do echo hello-from-host 2>/dev/null || break; sleep 1; done | timeout 120 vmm run --kernel $GUEST_KERNEL --initrd $work/initrd.gz --params 'quiet console_input' >$work/input.log 2>&1; grep -q 'GUEST-READ \[hello-from-host\]' $work/input.log"

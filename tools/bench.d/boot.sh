@@ -15,7 +15,7 @@ INIT
 make_initramfs "$work/initrd.gz" "$work/init"
 # The ELF vmlinux inside the bzImage (an xz stream after the setup code), for PVH boots.
 xz_at=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$GUEST_KERNEL" | head -n 1 | cut -d: -f1)
-tail -c +$((xz_at + 1)) "$GUEST_KERNEL" | xz -dc >"$work/vmlinux" 2>/dev/null
+tail -c +$((xz_at + 1)) "$GUEST_KERNEL" 2>/dev/null | xz -dc >"$work/vmlinux" 2>/dev/null
 params="console=ttyS0 reboot=k panic=-1 quiet"
 
 now_us() { echo "${EPOCHREALTIME/./}"; }

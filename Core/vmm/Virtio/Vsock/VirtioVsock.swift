@@ -31,6 +31,9 @@ public final class VirtioVsock: VirtioDevice {
     /// device stops taking transmit packets, as vhost-vsock does, so a guest that never reads
     /// cannot make the VMM queue without bound.
     static let maxControlBacklog = 256
+    /// How long a host client waits for the guest to accept (Firecracker's 2 s): then the
+    /// guest gets an RST and the client is closed.
+    public static let connectTimeoutMilliseconds: UInt64 = 2000
     /// Host ports for host-initiated connections start here (Firecracker's convention: high,
     /// clear of the well-known ports a guest listens on).
     static let firstHostPort: UInt32 = 1 << 30
@@ -52,6 +55,8 @@ public final class VirtioVsock: VirtioDevice {
     private let receiveKick: EventFD
     /// Resumes the transmit queue once the replies it was waiting on have gone out.
     private let transmitKick: EventFD
+    /// Ticks that expire host connections the guest never answered.
+    private let connectTimer: IntervalTimer
     private let loop = Mutex<EventLoop?>(nil)
     private let log: @Sendable (String) -> Void
 
@@ -69,6 +74,7 @@ public final class VirtioVsock: VirtioDevice {
         do {
             receiveKick = try EventFD()
             transmitKick = try EventFD()
+            connectTimer = try IntervalTimer(milliseconds: 500)
             listener = try UnixSocket.listen(at: socketPath)
         } catch {
             throw .invalid("vsock socket \(socketPath): \(error)")
@@ -94,6 +100,11 @@ public final class VirtioVsock: VirtioDevice {
             try loop.add(transmitKick.fd) { [transmitKick] in
                 transmitKick.drain()
                 notify(Self.transmitQueue)
+                return .keep
+            }
+            try loop.add(connectTimer.fd) { [weak self, connectTimer] in
+                connectTimer.drain()
+                self?.expireUnansweredConnects()
                 return .keep
             }
             try loop.add(listener) { [weak self] in
@@ -440,6 +451,24 @@ public final class VirtioVsock: VirtioDevice {
         }
     }
 
+    /// Resets host-initiated streams the guest has not answered within the connect timeout.
+    private func expireUnansweredConnects() {
+        let now = IntervalTimer.nowMilliseconds()
+        let wake = state.withLock { state -> Bool in
+            let expired = state.connections.values.filter {
+                $0.state == .connecting && now &- $0.requestedAtMilliseconds >= Self.connectTimeoutMilliseconds
+            }
+            for connection in expired {
+                log(
+                    "vsock: guest port \(connection.key?.guestPort ?? 0) did not answer within 2 s; closing the host client"
+                )
+                closeAndReset(connection.fd, &state)
+            }
+            return !expired.isEmpty
+        }
+        if wake { receiveKick.signal() }
+    }
+
     /// Readiness of a connection's host socket, on the loop's thread.
     private func hostSocketReady(_ fd: Int32, _ readiness: EventLoop.Readiness) {
         let wake = state.withLock { state -> Bool in
@@ -500,6 +529,7 @@ public final class VirtioVsock: VirtioDevice {
         let key = VsockConnectionKey(hostPort: hostPort, guestPort: port)
         connection.key = key
         connection.state = .connecting
+        connection.requestedAtMilliseconds = IntervalTimer.nowMilliseconds()
         state.control.append(packet(.request, for: &connection))
         state.connections[fd] = connection
         state.byKey[key] = fd

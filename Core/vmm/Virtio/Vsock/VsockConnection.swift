@@ -22,6 +22,8 @@ struct VsockConnection: Sendable {
     let fd: Int32
     var key: VsockConnectionKey?
     var state: State
+    /// When the REQUEST went to the guest (host-initiated streams), for the connect timeout.
+    var requestedAtMilliseconds: UInt64 = 0
 
     // Guest → host.
     /// Bytes received from the guest (its tx_cnt as we saw it).
