@@ -62,7 +62,7 @@ start_vm() {
   rm -f "$work/serial.log"
   case $1 in
     vmm) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
-      --params quiet --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >/dev/null 2>&1 & ;;
+      --params quiet --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
       -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
@@ -84,7 +84,13 @@ for kind in vmm qemu; do
       from_guest "$kind" "$streams" | tee -a "$work/$kind-from-$streams" | sed "s/^/  $kind guest→host x$streams: /;s/$/ MiB\/s/"
     done
   done
-  kill "$vm_pid"; wait "$vm_pid" 2>/dev/null
+  if ! kill "$vm_pid" 2>/dev/null; then
+    wait "$vm_pid"
+    echo "bench: $kind ended during the measurements (status $?); its log and the guest's console:"
+    grep -v '^\[' "$work/vmm.log" 2>/dev/null | tail -n 5
+    tr -d '\r' <"$work/serial.log" | tail -n 30
+  fi
+  wait "$vm_pid" 2>/dev/null
 done
 
 printf '%-28s %16s %16s %16s %16s\n' "VMM" "host→guest x1" "host→guest x8" "guest→host x1" "guest→host x8"
