@@ -111,20 +111,27 @@ public enum LongMode {
         }
     }
 
-    /// Puts `sregs` into long mode with the tables from ``writeTables(into:)``.
-    public static func configure(_ sregs: inout kvm_sregs) {
+    /// Points `sregs` at the boot GDT (`entries` descriptors) and empty IDT, and loads CS with
+    /// `code`, the data segments with the flat data descriptor and TR with the TSS: the part of
+    /// the entry state long mode and PVH's protected mode share.
+    static func loadBootSegments(_ sregs: inout kvm_sregs, code: SegmentDescriptor, entries: Int) {
         sregs.gdt.base = LongModeLayout.gdtAddress
-        sregs.gdt.limit = 4 * 8 - 1
+        sregs.gdt.limit = UInt16(entries * 8 - 1)
         sregs.idt.base = LongModeLayout.idtAddress
         sregs.idt.limit = 7
         let data = SegmentDescriptor.data.segment(selector: LongModeLayout.dataSelector)
-        sregs.cs = SegmentDescriptor.code64.segment(selector: LongModeLayout.codeSelector)
+        sregs.cs = code.segment(selector: LongModeLayout.codeSelector)
         sregs.ds = data
         sregs.es = data
         sregs.fs = data
         sregs.gs = data
         sregs.ss = data
         sregs.tr = SegmentDescriptor.tss.segment(selector: LongModeLayout.tssSelector)
+    }
+
+    /// Puts `sregs` into long mode with the tables from ``writeTables(into:)``.
+    public static func configure(_ sregs: inout kvm_sregs) {
+        loadBootSegments(&sregs, code: .code64, entries: 4)
         sregs.cr3 = LongModeLayout.pml4Address
         sregs.cr4 |= X86Bits.cr4PAE
         sregs.cr0 |= X86Bits.cr0PE | X86Bits.cr0PG | X86Bits.cr0ET

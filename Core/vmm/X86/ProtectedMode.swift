@@ -28,18 +28,7 @@ public enum ProtectedMode {
     /// Puts `sregs` into 32-bit protected mode with the tables from ``writeTables(into:)``:
     /// CR0 = PE | ET, CR3 = CR4 = EFER = 0.
     public static func configure(_ sregs: inout kvm_sregs) {
-        sregs.gdt.base = LongModeLayout.gdtAddress
-        sregs.gdt.limit = UInt16(gdt.count * 8 - 1)
-        sregs.idt.base = LongModeLayout.idtAddress
-        sregs.idt.limit = 7
-        let data = SegmentDescriptor.data.segment(selector: LongModeLayout.dataSelector)
-        sregs.cs = SegmentDescriptor.code32.segment(selector: LongModeLayout.codeSelector)
-        sregs.ds = data
-        sregs.es = data
-        sregs.fs = data
-        sregs.gs = data
-        sregs.ss = data
-        sregs.tr = SegmentDescriptor.tss.segment(selector: LongModeLayout.tssSelector)
+        LongMode.loadBootSegments(&sregs, code: .code32, entries: gdt.count)
         sregs.cr0 = X86Bits.cr0PE | X86Bits.cr0ET
         sregs.cr3 = 0
         sregs.cr4 = 0
