@@ -127,14 +127,18 @@ public final class Machine: Sendable {
 
     private func attachLegacyDevices() throws {
         try pio.insert(serial, base: 0x3F8, length: 8)
-        try pio.insert(I8042(onReset: { [weak self] in self?.stop(.reset) }), base: 0x60, length: 5)
+        let log = self.log
+        try pio.insert(
+            I8042(onReset: { [weak self] in
+                log.info("the guest reset the CPU through the keyboard controller")
+                self?.stop(.reset)
+            }), base: 0x60, length: 5)
         let cmos = CMOS()
         cmos.setMemorySize(bytes: memory.size)
         try pio.insert(cmos, base: 0x70, length: 2)
         try pio.insert(
             SleepControl(s5SleepType: ACPITables.s5SleepType, onPowerOff: { [weak self] in self?.stop(.powerOff) }),
             base: UInt64(ACPITables.sleepControlPort), length: 2)
-        let log = self.log
         try pio.insert(
             DebugPort(onMarker: { value in
                 log.info("boot marker 0x\(String(value, radix: 16)) at \(log.elapsedMilliseconds) ms")
@@ -315,6 +319,8 @@ public final class Machine: Sendable {
         case .halt:
             stop(.powerOff)
         case .shutdown:
+            // A triple fault: the guest reset without asking (unlike reboot=k through the i8042).
+            log.error("vCPU \(vcpu.id): the guest triple-faulted (KVM_EXIT_SHUTDOWN)")
             stop(.reset)
         case .systemEvent(let type):
             switch Int32(type) {
