@@ -116,7 +116,10 @@ public final class VirtioBlock: VirtioDevice {
             case .write:
                 (status, _) =
                     isReadOnly
-                    ? (.ioError, 0) : transfer(payload(of: chain), sector: sector, memory: memory, isWrite: true)
+                    ? (.ioError, 0)
+                    : transfer(
+                        DescriptorChain.trimmed(chain.readable, skipping: 16), sector: sector, memory: memory,
+                        isWrite: true)
             case .flush:
                 status = isReadOnly || fsync(fd) == 0 ? .ok : .ioError
             case .getID:
@@ -138,20 +141,6 @@ public final class VirtioBlock: VirtioDevice {
             throw .bufferOutsideMemory(address: statusAddress, length: 1)
         }
         return written + 1
-    }
-
-    /// The readable buffers after the 16-byte header: the data of a write request.
-    private func payload(of chain: DescriptorChain) -> [DescriptorChain.Buffer] {
-        var skip: UInt32 = 16
-        var buffers: [DescriptorChain.Buffer] = []
-        for var buffer in chain.readable {
-            let dropped = min(skip, buffer.length)
-            skip -= dropped
-            buffer.address += UInt64(dropped)
-            buffer.length -= dropped
-            if buffer.length > 0 { buffers.append(buffer) }
-        }
-        return buffers
     }
 
     /// Moves data between the image at `sector` and `buffers`, refusing ranges past the end.

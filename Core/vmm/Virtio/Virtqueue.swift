@@ -154,6 +154,24 @@ public struct DescriptorChain: Sendable, Equatable {
     public var readable: [Buffer] { buffers.filter { !$0.isWritable } }
     public var writable: [Buffer] { buffers.filter(\.isWritable) }
 
+    /// `buffers` without their first `skip` bytes (a request or packet header) and cut to at
+    /// most `limit` bytes: where the payload lies. Empty pieces are left out.
+    public static func trimmed(_ buffers: [Buffer], skipping skip: Int, limit: Int = Int.max) -> [Buffer] {
+        var skip = skip
+        var left = limit
+        var result: [Buffer] = []
+        for var buffer in buffers where left > 0 {
+            let dropped = min(skip, Int(buffer.length))
+            skip -= dropped
+            buffer.address += UInt64(dropped)
+            buffer.length = UInt32(min(Int(buffer.length) - dropped, left))
+            guard buffer.length > 0 else { continue }
+            left -= Int(buffer.length)
+            result.append(buffer)
+        }
+        return result
+    }
+
     /// Copies up to `limit` bytes of the readable buffers.
     public func readBytes(memory: GuestMemory, limit: Int = Int.max) throws(VirtqueueError) -> [UInt8] {
         var bytes: [UInt8] = []

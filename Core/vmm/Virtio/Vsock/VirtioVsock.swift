@@ -268,15 +268,11 @@ public final class VirtioVsock: VirtioDevice {
             return closeAndReset(fd, &state)
         }
         // The payload follows the header in the readable buffers.
-        var skip = VsockHeader.size
         var remaining = length
         var wroteAll = connection.pendingToHost.isEmpty
-        for buffer in chain.readable where remaining > 0 {
-            let dropped = min(skip, Int(buffer.length))
-            skip -= dropped
-            let count = min(Int(buffer.length) - dropped, remaining)
-            guard count > 0 else { continue }
-            guard let bytes = try? memory.buffer(at: buffer.address + UInt64(dropped), count: count) else {
+        for buffer in DescriptorChain.trimmed(chain.readable, skipping: VsockHeader.size, limit: length) {
+            let count = Int(buffer.length)
+            guard let bytes = try? memory.buffer(at: buffer.address, count: count) else {
                 return closeAndReset(fd, &state)
             }
             remaining -= count
@@ -391,18 +387,11 @@ public final class VirtioVsock: VirtioDevice {
         state.lastServed = fd
         let capacity = min(room - VsockHeader.size, Int(connection.peerCredit), Self.maxPacketPayload)
         var vectors: [iovec] = []
-        var skip = VsockHeader.size
-        var left = capacity
-        for buffer in chain.writable where left > 0 {
-            let dropped = min(skip, Int(buffer.length))
-            skip -= dropped
-            let count = min(Int(buffer.length) - dropped, left)
-            guard count > 0 else { continue }
-            guard let bytes = try? memory.buffer(at: buffer.address + UInt64(dropped), count: count) else {
+        for buffer in DescriptorChain.trimmed(chain.writable, skipping: VsockHeader.size, limit: capacity) {
+            guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
                 throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
             }
-            vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: count))
-            left -= count
+            vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: bytes.count))
         }
         var n: Int
         repeat { n = readv(fd, vectors, Int32(vectors.count)) } while n < 0 && errno == EINTR
