@@ -7,10 +7,17 @@ let package = Package(
     name: "vmtools",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "vmm", targets: ["vmm"])
+        .executable(name: "vmm", targets: ["vmm"]),
+        .executable(name: "maitred", targets: ["maitred"]),
+        .executable(name: "vmtoolsctl", targets: ["vmtoolsctl"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
     ],
     targets: [
         // MARK: - Core: the VMM and its pieces
@@ -38,6 +45,51 @@ let package = Package(
             ],
             path: "Core/vmm/vmm"),
 
+        // MARK: - Host <-> guest: protocol, guest agent, host client
+
+        // The gRPC API between host and guest: protos and their committed generated code.
+        .target(
+            name: "GuestProtocol",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Core/Protocol", exclude: ["protos"]),
+        .target(name: "CGuestSystem", path: "Guest/CGuestSystem"),
+        // maitred's services and the init duties of PID 1, as a library the tests drive directly.
+        .target(
+            name: "GuestAgent",
+            dependencies: [
+                "GuestProtocol", "CGuestSystem", "EventLoop",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Guest/maitred/Agent"),
+        .executableTarget(
+            name: "maitred", dependencies: ["GuestAgent", "CGuestSystem"], path: "Guest/maitred/main"),
+        // What the host uses to reach a guest: maitred and shell clients, the startup listener,
+        // and the bridge over vmm's `CONNECT <port>` vsock socket.
+        .target(
+            name: "GuestClient",
+            dependencies: [
+                "GuestProtocol", "EventLoop",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Core/GuestClient"),
+        .executableTarget(
+            name: "vmtoolsctl",
+            dependencies: [
+                "GuestClient", "GuestProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Clients/vmtoolsctl"),
+
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
         .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
@@ -61,6 +113,9 @@ let package = Package(
             name: "SandboxTests", dependencies: ["Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/SandboxTests"),
         .testTarget(
             name: "VMMTests", dependencies: ["VMM", "Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/VMMTests"),
+        .testTarget(
+            name: "GuestAgentTests", dependencies: ["GuestAgent", "GuestClient", "GuestProtocol"],
+            path: "Tests/GuestAgentTests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]

@@ -37,4 +37,10 @@ public final class HostThread: @unchecked Sendable {
 
     /// Waits for the thread to end.
     public func join() { pthread_join(handle, nil) }
+
+    /// Starts `body` on a thread nobody joins: its resources go back when it ends.
+    public static func detached(name: String, _ body: @escaping @Sendable () -> Void) throws(EventLoopError) {
+        let thread = try HostThread(name: name, body)
+        pthread_detach(thread.handle)
+    }
 }

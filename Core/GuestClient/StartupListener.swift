@@ -1,0 +1,71 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import GuestProtocol
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The host's startup listener: serves VmReady on a Unix socket (for a VM started by hand, vmm
+/// forwards the guest's connections to host port 7777 to `<vsock socket>_7777`) and returns the
+/// first call.
+public enum StartupListener {
+    /// Waits up to `timeout` for maitred's VmReady on `path` (which must not exist yet).
+    public static func waitForReady(on path: String, timeout: Duration) async throws -> Vmtools_Guest_VmReadyRequest {
+        let service = ReadyService()
+        let server = GRPCServer(
+            transport: .http2NIOPosix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext),
+            services: [service])
+        defer { unlink(path) }
+        return try await withThrowingTaskGroup(of: Vmtools_Guest_VmReadyRequest?.self) { group in
+            group.addTask {
+                try await server.serve()
+                return nil
+            }
+            group.addTask { await service.firstCall() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw GuestClientError.timedOut("no VmReady on \(path) within \(timeout)")
+            }
+            defer {
+                server.beginGracefulShutdown()
+                group.cancelAll()
+            }
+            while let result = try await group.next() {
+                if let request = result { return request }
+            }
+            throw GuestClientError.invalid("the startup listener on \(path) stopped before VmReady")
+        }
+    }
+}
+
+/// Answers VmReady and hands the first request to whoever waits.
+private final class ReadyService: Vmtools_Guest_StartupListener.SimpleServiceProtocol {
+    private struct State {
+        var request: Vmtools_Guest_VmReadyRequest?
+        var waiter: CheckedContinuation<Vmtools_Guest_VmReadyRequest?, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func vmReady(request: Vmtools_Guest_VmReadyRequest, context: ServerContext) async throws -> Vmtools_Guest_Empty {
+        let waiter = state.withLock { state in
+            if state.request == nil { state.request = request }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: request)
+        return Vmtools_Guest_Empty()
+    }
+
+    func firstCall() async -> Vmtools_Guest_VmReadyRequest? {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state in
+                if state.request == nil { state.waiter = continuation }
+                return state.request
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+// C shim for the Linux calls maitred makes that Swift's Glibc module lacks or cannot call
+// (variadic ioctl and syscall, macros, structs with unions): module loading, IPv4 interface and
+// route setup, pseudo-terminals, vsock sockets and power-off.
+#ifndef CGUESTSYSTEM_H
+#define CGUESTSYSTEM_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <spawn.h>
+
+/// pipe2(fds, O_CLOEXEC). Returns 0, or -errno.
+int cgs_pipe(int fds[2]);
+
+/// finit_module(2). Returns 0, or -errno.
+int cgs_finit_module(int fd, const char *params);
+
+/// Whether an interface of this name exists (if_nametoindex).
+int cgs_interface_exists(const char *name);
+/// SIOCSIFADDR + SIOCSIFNETMASK; addresses in network byte order. Returns 0, or -errno.
+int cgs_interface_set_ipv4(const char *name, uint32_t address, uint32_t netmask);
+/// Sets (or clears) IFF_UP. Returns 0, or -errno.
+int cgs_interface_set_up(const char *name, int up);
+/// SIOCSIFMTU. Returns 0, or -errno.
+int cgs_interface_set_mtu(const char *name, int mtu);
+/// SIOCADDRT of a default route through `gateway` (network byte order). Returns 0, or -errno.
+int cgs_route_add_default(uint32_t gateway);
+
+/// Opens a pseudo-terminal pair: the master (non-blocking, close-on-exec) in *master and the
+/// slave's path in `path`. Returns 0, or -errno.
+int cgs_open_pty(int *master, char *path, size_t path_len);
+/// TIOCSWINSZ. Returns 0, or -errno.
+int cgs_set_window_size(int fd, unsigned rows, unsigned columns);
+
+/// A blocking, close-on-exec AF_VSOCK stream connected to (cid, port). Returns the fd, or -errno.
+int cgs_vsock_connect(unsigned cid, unsigned port);
+
+/// posix_spawn's POSIX_SPAWN_SETSID (a GNU extension the Glibc module does not show).
+short cgs_spawn_setsid_flag(void);
+/// posix_spawn_file_actions_addchdir_np: the child starts in `path`. Returns 0, or an errno.
+int cgs_spawn_add_chdir(posix_spawn_file_actions_t *actions, const char *path);
+
+/// reboot(RB_POWER_OFF). Returns only on failure, with -errno.
+int cgs_power_off(void);
+
+#endif
