@@ -114,7 +114,12 @@ let package = Package(
         .testTarget(
             name: "VMMTests", dependencies: ["VMM", "Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/VMMTests"),
         .testTarget(
-            name: "GuestAgentTests", dependencies: ["GuestAgent", "GuestClient", "GuestProtocol"],
+            name: "GuestAgentTests",
+            dependencies: [
+                "GuestAgent", "GuestClient", "GuestProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
             path: "Tests/GuestAgentTests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],

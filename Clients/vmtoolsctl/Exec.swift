@@ -55,7 +55,7 @@ struct Exec: AsyncParsableCommand {
         }
         writeOut([UInt8](response.stdout), to: 1)
         writeOut([UInt8](response.stderr), to: 2)
-        if response.outputTruncated { writeOut(Array("vmtoolsctl: output truncated at 4 MiB\n".utf8), to: 2) }
+        if response.outputTruncated { writeOut(Array("vmtoolsctl: output truncated at 1 MiB\n".utf8), to: 2) }
         switch response.termination {
         case .exitCode(let code): if code != 0 { throw ExitCode(code) }
         case .signal(let signal): throw ExitCode(128 + signal)

@@ -124,7 +124,7 @@ public nonisolated struct Vmtools_Guest_LaunchProcessRequest: Sendable {
 
   public var workingDirectory: String = String()
 
-  /// Wait for the process to end and return its status and output (at most 4 MiB of each).
+  /// Wait for the process to end and return its status and output (at most 1 MiB of each).
   public var wait: Bool = false
 
   /// Bytes written to the process's standard input (then closed) when waiting.

@@ -7,8 +7,9 @@ import GuestProtocol
 #endif
 
 extension MaitredService {
-    /// At most this much of each of stdout and stderr comes back from a waited process.
-    static let outputLimit = 4 << 20
+    /// At most this much of each of stdout and stderr comes back from a waited process (both fit
+    /// in gRPC's default 4 MiB message limit).
+    static let outputLimit = 1 << 20
 
     public func launchProcess(
         request: Vmtools_Guest_LaunchProcessRequest, context: ServerContext

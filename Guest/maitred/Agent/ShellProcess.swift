@@ -60,7 +60,7 @@ final class ShellProcess: Sendable {
             let opened = cgs_open_pty(&master, &path, path.count)
             guard opened == 0 else { throw AgentError.system("opening a pseudo-terminal", errno: -opened) }
             if start.hasSize { _ = cgs_set_window_size(master, start.size.rows, start.size.columns) }
-            spawn.terminal = String(cString: path)
+            spawn.terminal = String(decoding: path.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             do {
                 let pid = try reaper.spawn(spawn)
                 return ShellProcess(pid: pid, tty: true, master: master)

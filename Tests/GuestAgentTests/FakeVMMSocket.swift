@@ -1,0 +1,98 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// vmm's side of the `CONNECT <port>\n` exchange, for tests on a machine that cannot boot a
+/// guest: a known port is answered `OK <n>\n` and spliced to a Unix socket; an unknown one is
+/// closed without a word, as vmm does when the guest resets the connection.
+final class FakeVMMSocket: Sendable {
+    let path: String
+    private let listener: Int32
+    private let ports: [UInt32: String]
+    private let seen = Mutex<[String]>([])
+
+    init(path: String, ports: [UInt32: String]) throws {
+        self.path = path
+        self.ports = ports
+        listener = try Self.listen(path)
+        let listener = listener
+        Thread.detachNewThread { [self] in
+            while true {
+                let fd = accept(listener, nil, nil)
+                guard fd >= 0 else { return }
+                Thread.detachNewThread { self.serve(fd) }
+            }
+        }
+    }
+
+    var requests: [String] { seen.withLock { $0 } }
+
+    func stop() {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    private func serve(_ fd: Int32) {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while recv(fd, &byte, 1, 0) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
+        let request = String(decoding: line, as: UTF8.self)
+        seen.withLock { $0.append(request) }
+        guard request.hasPrefix("CONNECT "), let port = UInt32(request.dropFirst(8)), let target = ports[port],
+            let upstream = try? Self.connect(target)
+        else {
+            close(fd)
+            return
+        }
+        let ok = Array("OK 1073741824\n".utf8)
+        _ = ok.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        Thread.detachNewThread { Self.pump(fd, upstream) }
+        Self.pump(upstream, fd)
+    }
+
+    private static func pump(_ from: Int32, _ to: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
+            guard n > 0 else { break }
+            _ = buffer.withUnsafeBytes { send(to, $0.baseAddress, n, Int32(MSG_NOSIGNAL)) }
+        }
+        shutdown(to, Int32(SHUT_WR))
+    }
+
+    private static func address(_ path: String) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
+        }
+        return address
+    }
+
+    private static func listen(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = address(path)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard fd >= 0, bound == 0, Glibc.listen(fd, 8) == 0 else { throw TestAgentError.setup("listen \(path)") }
+        return fd
+    }
+
+    private static func connect(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = address(path)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard connected == 0 else { throw TestAgentError.setup("connect \(path)") }
+        return fd
+    }
+}
