@@ -35,18 +35,26 @@ extension Guest {
         @Option(name: .customLong("vsock"), help: "The VM's vsock socket (vmm --vsock).")
         var vsockSocket: String?
 
-        @Option(help: "Listen on this socket instead.")
+        @Option(help: "Listen on this Unix socket instead, or on vsock:PORT (a kernel vsock: vhost-vsock).")
         var listen: String?
 
         @Option(help: "Seconds to wait.")
         var timeout = 60
 
         mutating func run() async throws {
-            guard let path = listen ?? vsockSocket.map({ "\($0)_\(GuestEndpoint.startupListenerPort)" }) else {
-                throw ValidationError("name --vsock PATH or --listen PATH")
-            }
-            let ready = try await guestCall {
-                try await StartupListener.waitForReady(on: path, timeout: .seconds(timeout))
+            let ready: Vmtools_Guest_VmReadyRequest
+            if let listen, listen.hasPrefix("vsock:") {
+                guard let port = UInt32(listen.dropFirst(6)) else { throw ValidationError("\(listen) is not vsock:PORT") }
+                ready = try await guestCall { [timeout] in
+                    try await StartupListener.waitForReady(vsockPort: port, timeout: .seconds(timeout))
+                }
+            } else {
+                guard let path = listen ?? vsockSocket.map({ "\($0)_\(GuestEndpoint.startupListenerPort)" }) else {
+                    throw ValidationError("name --vsock PATH or --listen PATH")
+                }
+                ready = try await guestCall { [timeout] in
+                    try await StartupListener.waitForReady(on: path, timeout: .seconds(timeout))
+                }
             }
             print("ready: kernel \(ready.kernelRelease), maitred up \(ready.startupMillis) ms after its start")
         }

@@ -1,4 +1,5 @@
 import GRPCCore
+import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
 import Synchronization
@@ -7,17 +8,30 @@ import Synchronization
     import Glibc
 #endif
 
-/// The host's startup listener: serves VmReady on a Unix socket (for a VM started by hand, vmm
-/// forwards the guest's connections to host port 7777 to `<vsock socket>_7777`) and returns the
-/// first call.
+/// The host's startup listener: serves VmReady and returns the first call. For vmm's VMs it
+/// listens on a Unix socket (vmm forwards the guest's connections to host port 7777 to
+/// `<vsock socket>_7777`); for a kernel vsock (vhost-vsock, QEMU) on AF_VSOCK port 7777.
 public enum StartupListener {
-    /// Waits up to `timeout` for maitred's VmReady on `path` (which must not exist yet).
+    /// Waits up to `timeout` for maitred's VmReady on the Unix socket `path` (which must not
+    /// exist yet; it is removed afterwards).
     public static func waitForReady(on path: String, timeout: Duration) async throws -> Vmtools_Guest_VmReadyRequest {
+        defer { unlink(path) }
+        return try await waitForReady(at: .unixDomainSocket(path: path), timeout: timeout)
+    }
+
+    /// Waits up to `timeout` for VmReady on the host's AF_VSOCK `port` (any CID).
+    public static func waitForReady(vsockPort port: UInt32, timeout: Duration) async throws -> Vmtools_Guest_VmReadyRequest {
+        try await waitForReady(at: .vsock(contextID: .any, port: .init(rawValue: port)), timeout: timeout)
+    }
+
+    private static func waitForReady(
+        at address: GRPCNIOTransportCore.SocketAddress, timeout: Duration
+    ) async throws -> Vmtools_Guest_VmReadyRequest {
+        let path = "\(address)"
         let service = ReadyService()
         let server = GRPCServer(
-            transport: .http2NIOPosix(address: .unixDomainSocket(path: path), transportSecurity: .plaintext),
+            transport: .http2NIOPosix(address: address, transportSecurity: .plaintext),
             services: [service])
-        defer { unlink(path) }
         return try await withThrowingTaskGroup(of: Vmtools_Guest_VmReadyRequest?.self) { group in
             group.addTask {
                 try await server.serve()
