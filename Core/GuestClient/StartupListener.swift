@@ -73,13 +73,24 @@ private final class ReadyService: Vmtools_Guest_StartupListener.SimpleServicePro
         return Vmtools_Guest_Empty()
     }
 
+    /// The first VmReady, or nil once the waiting task is cancelled.
     func firstCall() async -> Vmtools_Guest_VmReadyRequest? {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state in
-                if state.request == nil { state.waiter = continuation }
-                return state.request
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready: Vmtools_Guest_VmReadyRequest?? = state.withLock { state in
+                    if let request = state.request { return .some(request) }
+                    if Task.isCancelled { return .some(nil) }
+                    state.waiter = continuation
+                    return .none
+                }
+                if let ready { continuation.resume(returning: ready) }
             }
-            if let ready { continuation.resume(returning: ready) }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: nil)
         }
     }
 }

@@ -116,6 +116,17 @@ import Testing
         }
     }
 
+    @Test func startupListenerGivesUpAtItsTimeout() async throws {
+        let path = "/tmp/ready-timeout-\(getpid()).sock"
+        let started = ContinuousClock.now
+        let error = await #expect(throws: GuestClientError.self) {
+            _ = try await StartupListener.waitForReady(on: path, timeout: .milliseconds(300))
+        }
+        #expect(error?.description.contains("timed out") == true)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(access(path, F_OK) != 0)
+    }
+
     @Test func vmReadyReachesTheStartupListener() async throws {
         try await TestAgent.with(notifyReady: true) { agent in
             let ready = try await StartupListener.waitForReady(on: agent.readySocket, timeout: .seconds(20))
