@@ -4,24 +4,28 @@ import Synchronization
     import Glibc
 #endif
 
-/// maitred's log: as PID 1 into the kernel's log (/dev/kmsg), so its lines reach the host on the
-/// serial console interleaved with the kernel's; otherwise standard error.
+/// maitred's log. As PID 1 each line goes to the console (the serial port the host reads, even
+/// when the kernel is `quiet`) and into the kernel's log at debug level (so `dmesg` in the guest
+/// has it without the console showing it twice); otherwise to standard error.
 public enum KernelLog {
     private static let kmsg = Atomic<Int32>(-1)
 
-    /// Sends later lines to /dev/kmsg (once /dev is mounted).
+    /// Also sends later lines to /dev/kmsg (once /dev is mounted).
     static func useKernelLog() {
         let fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC)
         if fd >= 0 { kmsg.store(fd, ordering: .relaxed) }
     }
 
-    public static func info(_ message: String) { write(level: 6, message) }
-    public static func error(_ message: String) { write(level: 3, message) }
+    public static func info(_ message: String) { write(message) }
+    public static func error(_ message: String) { write("error: \(message)") }
 
-    private static func write(level: Int, _ message: String) {
+    private static func write(_ message: String) {
+        let line = Array("maitred: \(message)\n".utf8)
+        _ = line.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
         let fd = kmsg.load(ordering: .relaxed)
-        let line = fd >= 0 ? "<\(level)>maitred: \(message)\n" : "maitred: \(message)\n"
-        let bytes = Array(line.utf8)
-        _ = bytes.withUnsafeBytes { Glibc.write(fd >= 0 ? fd : 2, $0.baseAddress, $0.count) }
+        if fd >= 0 {
+            let entry = Array("<7>".utf8) + line
+            _ = entry.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        }
     }
 }
