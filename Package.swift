@@ -32,7 +32,9 @@ let package = Package(
         .target(name: "X86", dependencies: ["KVM", "CKVM", "GuestMemory"], path: "Core/vmm/X86"),
         .target(name: "Devices", dependencies: ["GuestMemory"], path: "Core/vmm/Devices"),
         .target(name: "PCI", dependencies: ["Devices"], path: "Core/vmm/PCI"),
-        .target(name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory", "EventLoop"], path: "Core/vmm/Virtio"),
+        .target(
+            name: "Virtio", dependencies: ["PCI", "Devices", "GuestMemory", "EventLoop", "CLinux"],
+            path: "Core/vmm/Virtio"),
         .target(
             name: "VMM",
             dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "EventLoop", "Devices", "PCI", "Virtio", "Sandbox"],

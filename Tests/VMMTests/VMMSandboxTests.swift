@@ -32,6 +32,12 @@ struct VMMSandboxTests {
         #expect(try run(Int(SYS_ioctl), (9999, UInt(VMMSandbox.kvmIoctls[0]), 0)) == EBADF)
     }
 
+    @Test("TUNSETOFFLOAD is allowed: a guest's virtio-net driver accepts offloads after the sandbox is in place")
+    func tapOffload() throws {
+        #expect(try run(Int(SYS_ioctl), (9999, UInt(VMMSandbox.tapIoctls[0]), 0)) == EBADF)
+        #expect(VMMSandbox.tapIoctls == [0x4004_54D0])
+    }
+
     @Test("opening files, making sockets, starting processes and other ioctls are stopped")
     func refused() throws {
         let status = VMMSandbox.violationExitStatus
@@ -46,7 +52,8 @@ struct VMMSandboxTests {
     @Test("opening a file fails with EACCES instead of stopping vmm (glibc's malloc may try)")
     func openFails() throws {
         let path: StaticString = "/etc/hostname"
-        #expect(try run(Int(SYS_openat), (UInt(bitPattern: Int(AT_FDCWD)), UInt(bitPattern: path.utf8Start), 0)) == EACCES)
+        #expect(
+            try run(Int(SYS_openat), (UInt(bitPattern: Int(AT_FDCWD)), UInt(bitPattern: path.utf8Start), 0)) == EACCES)
     }
 
     @Test("clone3 is refused with ENOSYS, so glibc falls back to the filterable clone")

@@ -1,5 +1,5 @@
-// C shim for Linux interfaces Swift's Glibc module does not export: epoll, eventfd, and the
-// prctl/seccomp/capability calls the sandbox uses.
+// C shim for Linux interfaces Swift's Glibc module does not export: epoll, eventfd, the
+// prctl/seccomp/capability calls the sandbox uses, and the TUN/TAP ioctls.
 #ifndef CLINUX_H
 #define CLINUX_H
 
@@ -8,11 +8,54 @@
 #include <sys/timerfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <string.h>
 
 /// accept4(2), which needs _GNU_SOURCE in glibc's headers.
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /// Names the calling thread (at most 15 bytes are kept), as `ps -L` and /proc show it.
 static inline void clinux_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+// MARK: - TUN/TAP (ioctl is variadic and the request numbers are function-like macros)
+
+/// TUNSETOFFLOAD's request number, for seccomp rules.
+static const unsigned long CLINUX_TUNSETOFFLOAD = TUNSETOFFLOAD;
+
+/// TUNSETIFF: attaches `fd` (an open /dev/net/tun) to the interface `name` (created if it does
+/// not exist) with `flags` (IFF_TAP, IFF_NO_PI, IFF_VNET_HDR, ...). Returns 0 and copies the
+/// interface's name to `name_out` (IFNAMSIZ bytes), or -1 with errno set.
+static inline int clinux_tun_set_iff(int fd, const char *name, int flags, char *name_out) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_flags = (short)flags;
+    if (ioctl(fd, TUNSETIFF, &request) < 0) return -1;
+    memcpy(name_out, request.ifr_name, IFNAMSIZ);
+    name_out[IFNAMSIZ - 1] = 0;
+    return 0;
+}
+
+/// TUNGETIFF: the flags and interface name of the TUN/TAP device `fd` is attached to. Returns 0,
+/// or -1 with errno set (EBADFD for a tun descriptor not attached, EINVAL or ENOTTY otherwise).
+static inline int clinux_tun_get_iff(int fd, int *flags, char *name_out) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    if (ioctl(fd, TUNGETIFF, &request) < 0) return -1;
+    *flags = (unsigned short)request.ifr_flags;
+    memcpy(name_out, request.ifr_name, IFNAMSIZ);
+    name_out[IFNAMSIZ - 1] = 0;
+    return 0;
+}
+
+/// TUNSETVNETHDRSZ: the size of the virtio-net header leading each frame read or written.
+static inline int clinux_tun_set_vnet_hdr_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
+
+/// TUNSETOFFLOAD: which offloads (TUN_F_CSUM, TUN_F_TSO4, ...) frames read from `fd` may carry.
+static inline int clinux_tun_set_offload(int fd, unsigned int flags) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
+}
 
 #endif

@@ -58,6 +58,7 @@ public final class Machine: Sendable {
     let msiRoutes: MSIRoutes
     private let doorbells = Mutex<[QueueDoorbells]>([])
     private let vsockDevice = Mutex<VirtioVsock?>(nil)
+    private let netDevice = Mutex<VirtioNet?>(nil)
 
     /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
     public init(config: VMConfig, log: Logger) throws {
@@ -146,7 +147,7 @@ public final class Machine: Sendable {
     }
 
     /// The host bridge, then virtio-rng (always, as crosvm does), the virtio-console if asked
-    /// for, one virtio-blk per disk, virtio-vsock if asked for, and pvpanic.
+    /// for, one virtio-blk per disk, virtio-vsock and virtio-net if asked for, and pvpanic.
     private func attachPCIDevices() throws {
         try pio.insert(pci.configPortDevice, base: PCIBus.configPort, length: PCIBus.configPortLength)
         try pci.attach(PCIHostBridge(), slot: 0)
@@ -169,6 +170,20 @@ public final class Machine: Sendable {
                 throw VMMError("\(error)")
             }
         }
+        if let net = config.net {
+            // Opened here, before the sandbox forbids opening files.
+            let tap: TapDevice
+            do {
+                switch net.tap {
+                case .name(let name): tap = try TapDevice(name: name)
+                case .fd(let fd): tap = try TapDevice(adopting: fd)
+                }
+            } catch {
+                throw VMMError("\(error)")
+            }
+            log.info("net: TAP \(tap.name), guest MAC \(net.mac)")
+            devices.append(VirtioNet(backend: tap, mac: net.mac) { log.error($0) })
+        }
         for (i, device) in devices.enumerated() {
             let slot = i + 1
             guard slot < PCIBus.maxDevices else { throw VMMError("too many devices for one PCI bus") }
@@ -179,10 +194,11 @@ public final class Machine: Sendable {
             doorbells.withLock { $0.append(bells) }
             try pci.attach(transport, slot: slot)
             if device is VirtioConsole { consoleTransport.withLock { $0 = transport } }
-            if let vsock = device as? VirtioVsock {
-                vsockDevice.withLock { $0 = vsock }
+            if let vsock = device as? VirtioVsock { vsockDevice.withLock { $0 = vsock } }
+            if let net = device as? VirtioNet { netDevice.withLock { $0 = net } }
+            if let served = device as? any EventLoopDevice {
                 do {
-                    try vsock.start(on: deviceLoop) { [weak transport] queue in transport?.notify(queue: queue) }
+                    try served.start(on: deviceLoop) { [weak transport] queue in transport?.notify(queue: queue) }
                 } catch {
                     throw VMMError("\(error)")
                 }
@@ -353,11 +369,19 @@ public final class Machine: Sendable {
             return #"{"ok":true,"state":"\#(stateName)"}"#
         case "status":
             return
-                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount)}"#
+                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount)\#(netStatus)}"#
         default:
             let shown = String(command.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" })
             return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume or status"}"#
         }
+    }
+
+    /// `,"net":{...}`: the NIC's address and traffic, when the VM has one.
+    var netStatus: String {
+        guard let net = netDevice.withLock({ $0 }) else { return "" }
+        let c = net.counters
+        return
+            #","net":{"mac":"\#(net.mac)","tx_packets":\#(c.transmittedPackets),"tx_bytes":\#(c.transmittedBytes),"tx_dropped":\#(c.transmitDropped),"rx_packets":\#(c.receivedPackets),"rx_bytes":\#(c.receivedBytes),"rx_dropped":\#(c.receiveDropped)}"#
     }
 
     /// Queue doorbells currently served by KVM ioeventfds (0 before the guest's drivers map them).

@@ -38,6 +38,8 @@ public struct VMConfig: Sendable {
     public var sandbox = true
     /// Disks in order: the first is /dev/vda in the guest.
     public var disks: [Disk] = []
+    /// A virtio-net NIC on a TAP interface, if the VM has one.
+    public var net: NetConfig?
 
     /// What every guest's command line starts with: the console on COM1, reboot through the
     /// keyboard controller and power-off through ACPI S5 (both end the VM), a panic that reboots

@@ -1,5 +1,6 @@
 import CKVM
 import Sandbox
+import Virtio
 
 #if canImport(Glibc)
     import Glibc
@@ -18,6 +19,10 @@ enum VMMSandbox {
         CKVM_RUN, CKVM_IRQ_LINE, CKVM_SIGNAL_MSI, CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD,
     ].map { UInt64($0) }
 
+    /// TAP ioctls: TUNSETOFFLOAD, when a guest's virtio-net driver accepts offloads (after the
+    /// sandbox is entered).
+    static let tapIoctls: [UInt64] = [TapDevice.setOffloadRequest]
+
     /// Terminal ioctls for the interactive console: tcgetattr/tcsetattr, window size, FIONBIO.
     static let terminalIoctls: [UInt64] = [0x5401, 0x5402, 0x5403, 0x5404, 0x5413, 0x5421]
 
@@ -28,7 +33,7 @@ enum VMMSandbox {
     static var policy: SeccompFilter {
         var filter = SeccompFilter(defaultAction: .trap)
         filter.allow([
-            // I/O on descriptors opened before the sandbox (disks, consoles, sockets, eventfds).
+            // I/O on descriptors opened before the sandbox (disks, consoles, sockets, eventfds, the TAP).
             "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "lseek", "fsync",
             "fdatasync", "close", "fstat", "newfstatat", "fcntl",
             // Device thread, control socket, and the eventfds made when a vector first fires.
@@ -46,7 +51,7 @@ enum VMMSandbox {
             "unlink", "unlinkat",
             "exit", "exit_group",
         ])
-        filter.allow("ioctl", argument: 1, in: kvmIoctls + terminalIoctls)
+        filter.allow("ioctl", argument: 1, in: kvmIoctls + terminalIoctls + tapIoctls)
         filter.allow("clone", argument: 0, in: [threadCloneFlags])
         filter.refuse("clone3", errno: ENOSYS)
         // Opening files fails (not traps): glibc's malloc reads /proc/sys/vm/overcommit_memory

@@ -1,3 +1,4 @@
+import EventLoop
 import GuestMemory
 
 /// A virtio device behind a transport: what it offers, its configuration space, and how it
@@ -21,12 +22,24 @@ public protocol VirtioDevice: AnyObject, Sendable {
 
     /// The driver reset the device.
     func reset()
+
+    /// The driver set FEATURES_OK and the transport accepted `features` (VIRTIO_F_VERSION_1
+    /// included): what the device may now rely on, such as the offloads a NIC's guest takes.
+    func driverFeaturesAcked(_ features: UInt64)
 }
 
 extension VirtioDevice {
     public var pciClassCode: UInt32 { 0xFF_0000 }
     public func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {}
     public func reset() {}
+    public func driverFeaturesAcked(_ features: UInt64) {}
+}
+
+/// A device with host descriptors (sockets, a TAP) served on the VMM's device thread.
+public protocol EventLoopDevice: VirtioDevice {
+    /// Starts watching the device's host descriptors on `loop`; `notify` must serve the queue it
+    /// is given (the transport's `notify(queue:)`), and is called on the loop's thread.
+    func start(on loop: EventLoop, notify: @escaping @Sendable (Int) -> Void) throws(VirtioDeviceError)
 }
 
 /// Feature bits and status bits shared by all devices.

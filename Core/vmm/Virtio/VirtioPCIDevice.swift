@@ -295,7 +295,11 @@ public final class VirtioPCIDevice: PCIDevice {
         if status & VirtioStatus.featuresOK != 0 && state.status & VirtioStatus.featuresOK == 0 {
             let acceptable =
                 state.driverFeatures & ~offeredFeatures == 0 && state.driverFeatures & VirtioFeature.version1 != 0
-            if !acceptable { status &= ~VirtioStatus.featuresOK }
+            if acceptable {
+                device.driverFeaturesAcked(state.driverFeatures)
+            } else {
+                status &= ~VirtioStatus.featuresOK
+            }
         }
         state.status = status | (state.status & VirtioStatus.needsReset)
         return []

@@ -60,6 +60,25 @@ struct RunCommand: ParsableCommand {
             valueName: "path"))
     var vsock: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Add a virtio-net NIC on this TAP interface (created if missing, which needs CAP_NET_ADMIN).",
+            valueName: "name"))
+    var tap: String?
+
+    @Option(
+        name: .customLong("tap-fd"),
+        help: ArgumentHelp(
+            "Add a virtio-net NIC on this inherited descriptor, attached to a TAP with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR.",
+            valueName: "fd"))
+    var tapFD: Int32?
+
+    @Option(
+        help: ArgumentHelp(
+            "The NIC's MAC address (unicast), XX:XX:XX:XX:XX:XX; default: a random locally administered one (02:...).",
+            valueName: "mac"))
+    var mac: String?
+
     @Flag(help: "Do not feed stdin to the serial console.")
     var noConsoleInput = false
 
@@ -70,6 +89,13 @@ struct RunCommand: ParsableCommand {
         _ = try output(serial, option: "serial")
         guard (cid == nil) == (vsock == nil) else { throw ValidationError("--cid and --vsock go together") }
         if let console { _ = try output(console, option: "console") }
+        _ = try netConfig()
+    }
+
+    func netConfig() throws -> VMConfig.NetConfig? {
+        do { return try VMConfig.NetConfig.fromOptions(tap: tap, tapFD: tapFD, mac: mac) } catch {
+            throw ValidationError(error.description)
+        }
     }
 
     func output(_ value: String, option: String) throws -> VMConfig.SerialOutput {
@@ -94,6 +120,7 @@ struct RunCommand: ParsableCommand {
         config.controlSocket = socket
         config.sandbox = !disableSandbox
         if let cid, let vsock { config.vsock = (cid, vsock) }
+        config.net = try netConfig()
         config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
         let reason: Machine.ExitReason
         do {

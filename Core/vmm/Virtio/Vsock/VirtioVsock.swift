@@ -17,7 +17,7 @@ import Synchronization
 /// Host sockets are watched by the VMM's device thread (an ``EventLoop``). Queue work runs
 /// under the transport's lock; socket events take only this device's lock and then kick the
 /// receive queue through an eventfd, so the two never wait on each other.
-public final class VirtioVsock: VirtioDevice {
+public final class VirtioVsock: EventLoopDevice {
     static let receiveQueue = 0
     static let transmitQueue = 1
     static let eventQueue = 2
