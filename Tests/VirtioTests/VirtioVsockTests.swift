@@ -1096,7 +1096,7 @@ struct VirtioVsockTests {
         for fd in hosts { #expect(Host.readToEnd(fd).closed) }
     }
 
-    @Test("streams with data take turns for receive buffers")
+    @Test("streams with data take turns for receive buffers, a batch of buffers each")
     func fairness() throws {
         let harness = try VsockHarness()
         let listener = try harness.listen(port: Self.servicePort)
@@ -1104,14 +1104,35 @@ struct VirtioVsockTests {
             let first = try harness.openGuestStream(guestPort: 1025, hostPort: Self.servicePort, listener: listener),
             let second = try harness.openGuestStream(guestPort: 1026, hostPort: Self.servicePort, listener: listener)
         else { return }
+        // Each stream has more than one batch of data; the guest's credit (64 KiB) limits each
+        // batch to 16 buffers of 4 KiB.
+        let batch = Int(VsockHarness.guestBufferAllocation) / VsockHarness.receivePayload
         harness.postedTarget = 0
-        #expect(Host.write(first, pattern(16 << 10)))
-        #expect(Host.write(second, pattern(16 << 10)))
+        #expect(Host.write(first, pattern(80 << 10)))
+        #expect(Host.write(second, pattern(80 << 10)))
         usleep(100_000)
-        harness.postedTarget = 2
+        harness.postedTarget = batch + 2
         try harness.pump()
-        let ports = harness.inbox.prefix(2).map(\.header.destinationPort)
-        #expect(Set(ports) == [1025, 1026], "one stream took every buffer: \(ports)")
+        let ports = harness.inbox.prefix(batch + 1).map(\.header.destinationPort)
+        #expect(ports.count == batch + 1)
+        #expect(Set(ports.prefix(batch)).count == 1, "a batch mixed streams: \(ports)")
+        #expect(ports.last != ports.first, "one stream took more than a batch: \(ports)")
+    }
+
+    @Test("one read fills several buffers, and gives back those it did not reach")
+    func batchedRead() throws {
+        let harness = try VsockHarness()
+        let listener = try harness.listen(port: Self.servicePort)
+        guard let host = try harness.openGuestStream(guestPort: 1025, hostPort: Self.servicePort, listener: listener)
+        else { return }
+        harness.postedTarget = 0
+        #expect(Host.write(host, pattern(10 << 10)))
+        usleep(50_000)
+        harness.postedTarget = 16
+        try harness.pump()
+        #expect(harness.inbox.map(\.payload.count) == [4096, 4096, 2048])
+        #expect(harness.inbox.flatMap(\.payload) == pattern(10 << 10))
+        #expect(harness.outstandingReceives == 13)
     }
 
     @Test("at most maxConnections streams: one more is refused, and closing one makes room")

@@ -25,6 +25,10 @@ public final class VirtioVsock: EventLoopDevice {
     public static let bufferAllocation: UInt32 = 256 << 10
     /// Largest payload put in one receive buffer.
     static let maxPacketPayload = 64 << 10
+    /// Most bytes, and receive buffers, one read from a host socket fills: Linux posts 4 KiB
+    /// buffers, and a readv across many of them costs one system call instead of one each.
+    static let maxBatchBytes = 256 << 10
+    static let maxBatchBuffers = 64
     /// Connections at most, host- and guest-initiated together.
     public static let maxConnections = 1024
     /// Replies (resets, credit updates) waiting for receive buffers at most: beyond that the
@@ -360,8 +364,7 @@ public final class VirtioVsock: EventLoopDevice {
                     completed = true
                     continue
                 }
-                if let written = try sendData(into: chain, room: room, memory: memory, &state) {
-                    try queue.pushUsed(head: chain.head, written: written, memory: memory)
+                if try sendData(first: chain, room: room, queue: &queue, memory: memory, &state) {
                     completed = true
                 } else if state.control.isEmpty {
                     // The socket had nothing after all (its readiness was stale): keep the buffer.
@@ -375,33 +378,54 @@ public final class VirtioVsock: EventLoopDevice {
         }
     }
 
-    /// Reads one connection's host socket straight into `chain` after the header; returns the
-    /// bytes used, or nil when the socket had no data (its connection is then marked idle).
-    private func sendData(into chain: DescriptorChain, room: Int, memory: GuestMemory, _ state: inout State)
-        throws(VirtqueueError) -> UInt32?
-    {
+    /// Reads one connection's host socket straight into receive buffers after their headers:
+    /// `first`, and as many more as the guest's credit and ``maxBatchBytes`` allow, with one
+    /// readv; each buffer used becomes one packet. Returns false when the socket had no data
+    /// (its connection is then marked idle); `first` is then the caller's to give back.
+    private func sendData(
+        first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
+    ) throws(VirtqueueError) -> Bool {
         let ready = state.connections.keys.filter { state.connections[$0]?.wantsToSendData == true }.sorted()
         guard let fd = ready.first(where: { $0 > state.lastServed }) ?? ready.first,
             var connection = state.connections[fd], connection.key != nil
-        else { return nil }
+        else { return false }
         state.lastServed = fd
-        let capacity = min(room - VsockHeader.size, Int(connection.peerCredit), Self.maxPacketPayload)
-        var vectors: [iovec] = []
-        for buffer in DescriptorChain.trimmed(chain.writable, skipping: VsockHeader.size, limit: capacity) {
-            guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
-                throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
+        let budget = min(Int(connection.peerCredit), Self.maxBatchBytes)
+
+        // The buffers to fill and how much payload each takes; extra ones are popped while the
+        // budget lasts, and given back (in reverse, as popped) if the read comes up short.
+        var chains = [(chain: first, capacity: min(room - VsockHeader.size, Self.maxPacketPayload, budget))]
+        var planned = chains[0].capacity
+        while planned < budget, chains.count < Self.maxBatchBuffers, let next = try queue.popChain(memory: memory) {
+            let nextRoom = next.writable.reduce(0) { $0 + Int($1.length) }
+            guard nextRoom > VsockHeader.size else {
+                queue.undoPop()
+                break
             }
-            vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: bytes.count))
+            let capacity = min(nextRoom - VsockHeader.size, Self.maxPacketPayload, budget - planned)
+            chains.append((next, capacity))
+            planned += capacity
+        }
+        var vectors: [iovec] = []
+        for (chain, capacity) in chains {
+            for buffer in DescriptorChain.trimmed(chain.writable, skipping: VsockHeader.size, limit: capacity) {
+                guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
+                    for _ in 1..<chains.count { queue.undoPop() }
+                    throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
+                }
+                vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: bytes.count))
+            }
         }
         var n: Int
         repeat { n = readv(fd, vectors, Int32(vectors.count)) } while n < 0 && errno == EINTR
-        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-            connection.hostReadable = false
-            state.connections[fd] = connection
-            updateInterest(fd, state)
-            return nil
-        }
         if n <= 0 {
+            for _ in 1..<chains.count { queue.undoPop() }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                connection.hostReadable = false
+                state.connections[fd] = connection
+                updateInterest(fd, state)
+                return false
+            }
             // EOF: the host will send no more (it may still read: a half-close). When the guest
             // is done sending too, or the socket failed, the stream is over.
             connection.hostReadable = false
@@ -414,14 +438,24 @@ public final class VirtioVsock: EventLoopDevice {
                 state.connections[fd] = connection
                 updateInterest(fd, state)
             }
-            return nil
+            return false
         }
-        var header = packet(.rw, for: &connection)
-        header.length = UInt32(n)
+        // Each buffer carries what landed in it; the ones the read did not reach go back.
+        var remaining = n
+        var used = 0
+        for (chain, capacity) in chains where remaining > 0 {
+            let length = min(capacity, remaining)
+            var header = packet(.rw, for: &connection)
+            header.length = UInt32(length)
+            try chain.writeBytes(header.encoded, memory: memory)
+            try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size + length), memory: memory)
+            remaining -= length
+            used += 1
+        }
+        for _ in used..<chains.count { queue.undoPop() }
         connection.sentToGuest &+= UInt32(n)
         state.connections[fd] = connection
-        try chain.writeBytes(header.encoded, memory: memory)
-        return UInt32(VsockHeader.size + n)
+        return true
     }
 
     // MARK: - Host clients (the Unix socket at socketPath)
