@@ -1135,6 +1135,46 @@ struct VirtioVsockTests {
         #expect(harness.outstandingReceives == 13)
     }
 
+    @Test("a per-port listener opens its guest port with no CONNECT line and no OK")
+    func portListener() throws {
+        let harness = try VsockHarness(portSockets: [8888])
+        let client = try harness.connectPortClient(8888)
+        guard let request = try harness.expect(.request) else { return }
+        #expect(request.header.destinationPort == 8888)
+        #expect(request.header.sourcePort >= VirtioVsock.firstHostPort)
+        let hostPort = request.header.sourcePort
+        try harness.send(.response, guestPort: 8888, hostPort: hostPort)
+        // The guest speaks first: its bytes are the first the client reads (no "OK" before them).
+        try harness.send(.rw, guestPort: 8888, hostPort: hostPort, payload: Array("from the guest".utf8))
+        #expect(Host.read(client, count: 14) == Array("from the guest".utf8))
+        #expect(Host.write(client, Array("from the host".utf8)))
+        guard let data = try harness.expect(.rw) else { return }
+        #expect(data.payload == Array("from the host".utf8))
+        #expect(data.header.destinationPort == 8888)
+    }
+
+    @Test("a per-port listener's client is closed when the guest refuses the port")
+    func portListenerRefused() throws {
+        let harness = try VsockHarness(portSockets: [9001])
+        let client = try harness.connectPortClient(9001)
+        guard let request = try harness.expect(.request) else { return }
+        try harness.send(.reset, guestPort: 9001, hostPort: request.header.sourcePort)
+        let result = Host.readToEnd(client)
+        #expect(result.closed)
+        #expect(result.bytes.isEmpty)
+        #expect(harness.device.connectionCount == 0)
+    }
+
+    @Test("a per-port listener's socket that cannot be made fails the device, naming it")
+    func portListenerBadPath() throws {
+        let error = #expect(throws: VirtioDeviceError.self) {
+            _ = try VirtioVsock(
+                guestCID: 3, socketPath: "/tmp/vsock-ok-\(getpid()).sock", portSockets: [(8888, "/no/such/dir/p.sock")])
+        }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("/no/such/dir/p.sock"))
+        #expect(access("/tmp/vsock-ok-\(getpid()).sock", F_OK) != 0)
+    }
+
     @Test("at most maxConnections streams: one more is refused, and closing one makes room")
     func connectionLimit() throws {
         let harness = try VsockHarness()

@@ -96,7 +96,8 @@ final class VsockHarness {
     private var hostFDs: Set<Int32> = []
     private var listenerPaths: [String] = []
 
-    init(guestCID: UInt64 = VsockHarness.guestCID) throws {
+    /// - Parameter portSockets: guest ports that get a per-port listener, at ``portSocket(_:)``.
+    init(guestCID: UInt64 = VsockHarness.guestCID, portSockets: [UInt32] = []) throws {
         let tag = String(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(10)).lowercased()
         directory = "/tmp/vsock-test-\(tag)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -111,7 +112,10 @@ final class VsockHarness {
         eventQueue = try eventDriver.deviceQueue(maxSize: 64)
         freeRxDescriptors = Array(0..<Self.queueSize)
         let logged = logged
-        device = try VirtioVsock(guestCID: guestCID, socketPath: socketPath) { logged.append($0) }
+        let directory = directory
+        device = try VirtioVsock(
+            guestCID: guestCID, socketPath: socketPath, portSockets: portSockets.map { ($0, "\(directory)/port-\($0).sock") }
+        ) { logged.append($0) }
         loop = try EventLoop(name: loopName)
         try loop.start()
         let kicks = kicks
@@ -150,6 +154,16 @@ final class VsockHarness {
     /// Connects to the device's socket, as a host program would.
     func connectClient() throws -> Int32 {
         let fd = try UnixSocket.connect(to: socketPath)
+        hostFDs.insert(fd)
+        return fd
+    }
+
+    /// Where the per-port listener for guest `port` is.
+    func portSocket(_ port: UInt32) -> String { "\(directory)/port-\(port).sock" }
+
+    /// A client of the per-port listener for guest `port`.
+    func connectPortClient(_ port: UInt32) throws -> Int32 {
+        let fd = try UnixSocket.connect(to: portSocket(port))
         hostFDs.insert(fd)
         return fd
     }

@@ -18,7 +18,8 @@ ready_pid=$!
 sleep 0.5
 started=$(date +%s%N)
 vmm run --kernel "$image/vmlinuz" --initrd "$image/initrd.img" --no-console-input --params "quiet maitred.hostname=demo" \
-  --mem 512 --cpus 2 --cid 3 --vsock "$sock" --socket "$work/ctl" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 &
+  --mem 512 --cpus 2 --cid 3 --vsock "$sock" --vsock-listen "8888:$work/maitred.sock" --vsock-listen "9001:$work/shell.sock" \
+  --socket "$work/ctl" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 &
 vmm_pid=$!
 wait "$ready_pid"
 ready_status=$?
@@ -46,6 +47,8 @@ check "shell: a command without a terminal" bash -c "[ \"\$(timeout 60 vmtoolsct
 check "shell: an interactive session on a PTY runs typed commands and returns the status" \
   bash -c "printf 'echo \$((6*7))\ntty\nexit 3\n' | timeout 60 script -qec 'vmtoolsctl shell --vsock $sock' /dev/null >$work/pty.out; s=\$?; tr -d '\r' <$work/pty.out | tail -n 5; [ \$s -eq 3 ] && grep -q 42 $work/pty.out && grep -q /dev/pts/ $work/pty.out"
 
+check "vmm's per-port listeners reach maitred and the shell with plain gRPC (no CONNECT bridge)" \
+  bash -c "[ \"\$(timeout 60 vmtoolsctl exec --socket $work/maitred.sock -- echo direct)\" = direct ] && [ \"\$(timeout 60 vmtoolsctl shell --socket $work/shell.sock --no-tty -- echo direct-shell)\" = direct-shell ]"
 check "SetTime sets the guest clock" bash -c "timeout 60 vmtoolsctl guest set-time --vsock $sock --seconds 1893456000 && [ \"\$(x -- date -u +%Y)\" = 2030 ]"
 check "SetTime without a time copies the host's" bash -c "timeout 60 vmtoolsctl guest set-time --vsock $sock && g=\$(x -- date +%s); h=\$(date +%s); echo guest \$g host \$h; [ \$((h - g)) -lt 5 ] && [ \$((g - h)) -lt 5 ]"
 check "ConfigureNetwork configures an interface (loopback; a TAP comes with virtio-net)" \
@@ -64,6 +67,7 @@ wait "$vmm_pid"
 vmm_status=$?
 check "vmm's exit status is 0 and the guest said why it powered off" \
   bash -c "[ $vmm_status -eq 0 ] && tr -d '\r' <$work/serial.log | grep -q 'powering off: the host asked for it'"
+check "vmm removed its vsock sockets, per-port listeners included" bash -c "[ ! -e $sock ] && [ ! -e $work/maitred.sock ] && [ ! -e $work/shell.sock ]"
 if [ "$failed" -gt 0 ]; then
   echo "--- guest console (tail)"; tr -d '\r' <"$work/serial.log" | tail -n 30
   echo "--- vmm log (tail)"; tail -n 10 "$work/vmm.log"

@@ -165,7 +165,10 @@ public final class Machine: Sendable {
         let log = self.log
         if let vsock = config.vsock {
             do {
-                devices.append(try VirtioVsock(guestCID: vsock.cid, socketPath: vsock.socketPath) { log.error($0) })
+                devices.append(
+                    try VirtioVsock(guestCID: vsock.cid, socketPath: vsock.socketPath, portSockets: config.vsockPortSockets) {
+                        log.error($0)
+                    })
             } catch {
                 throw VMMError("\(error)")
             }

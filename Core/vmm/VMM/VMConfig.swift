@@ -34,6 +34,8 @@ public struct VMConfig: Sendable {
     public var controlSocket: String?
     /// virtio-vsock: the guest's CID and the host Unix socket (Firecracker's convention).
     public var vsock: (cid: UInt64, socketPath: String)?
+    /// Per-port vsock listeners: a plain Unix socket for each guest port (needs ``vsock``).
+    public var vsockPortSockets: [(port: UInt32, path: String)] = []
     /// Run under ``VMMSandbox`` (seccomp allowlist, no capabilities) once the VM is built.
     public var sandbox = true
     /// Disks in order: the first is /dev/vda in the guest.

@@ -61,6 +61,13 @@ struct RunCommand: ParsableCommand {
     var vsock: String?
 
     @Option(
+        name: .customLong("vsock-listen"),
+        help: ArgumentHelp(
+            "Also listen on PATH for guest vsock port PORT: a connection there is that port's stream from its first byte (no CONNECT line; for gRPC clients). Repeatable; needs --vsock.",
+            valueName: "port:path"))
+    var vsockListen: [String] = []
+
+    @Option(
         help: ArgumentHelp(
             "Add a virtio-net NIC on this TAP interface (created if missing, which needs CAP_NET_ADMIN).",
             valueName: "name"))
@@ -88,6 +95,8 @@ struct RunCommand: ParsableCommand {
     func validate() throws {
         _ = try output(serial, option: "serial")
         guard (cid == nil) == (vsock == nil) else { throw ValidationError("--cid and --vsock go together") }
+        guard vsockListen.isEmpty || vsock != nil else { throw ValidationError("--vsock-listen needs --vsock") }
+        _ = try vsockPortSockets()
         if let console { _ = try output(console, option: "console") }
         _ = try netConfig()
     }
@@ -95,6 +104,18 @@ struct RunCommand: ParsableCommand {
     func netConfig() throws -> VMConfig.NetConfig? {
         do { return try VMConfig.NetConfig.fromOptions(tap: tap, tapFD: tapFD, mac: mac) } catch {
             throw ValidationError(error.description)
+        }
+    }
+
+    /// `--vsock-listen PORT:PATH` values, checked: a port, an absolute-or-relative path, no repeats.
+    func vsockPortSockets() throws -> [(port: UInt32, path: String)] {
+        var seen: Set<UInt32> = []
+        return try vsockListen.map { value in
+            guard let colon = value.firstIndex(of: ":"), let port = UInt32(value[..<colon]),
+                !value[value.index(after: colon)...].isEmpty
+            else { throw ValidationError("--vsock-listen must be PORT:PATH, not '\(value)'") }
+            guard seen.insert(port).inserted else { throw ValidationError("--vsock-listen names guest port \(port) twice") }
+            return (port, String(value[value.index(after: colon)...]))
         }
     }
 
@@ -120,6 +141,7 @@ struct RunCommand: ParsableCommand {
         config.controlSocket = socket
         config.sandbox = !disableSandbox
         if let cid, let vsock { config.vsock = (cid, vsock) }
+        config.vsockPortSockets = try vsockPortSockets()
         config.net = try netConfig()
         config.disks = disk.map { .init(path: $0, readOnly: true) } + rwdisk.map { .init(path: $0, readOnly: false) }
         let reason: Machine.ExitReason

@@ -13,6 +13,9 @@ import Synchronization
 ///   accepts reads `OK <host port>\n`; after that the socket carries the stream.
 /// - A guest connection to CID 2 port P is connected to the Unix socket `<socketPath>_P`; the
 ///   guest gets a reset when nothing listens there.
+/// - Optionally, per-port listeners: a plain Unix socket for one guest port, where a connection
+///   is that guest port's stream from the first byte (no `CONNECT` line, no `OK`): for clients
+///   such as gRPC that cannot speak a preamble.
 ///
 /// Host sockets are watched by the VMM's device thread (an ``EventLoop``). Queue work runs
 /// under the transport's lock; socket events take only this device's lock and then kick the
@@ -55,6 +58,8 @@ public final class VirtioVsock: EventLoopDevice {
     public let guestCID: UInt64
     public let socketPath: String
     private let listener: Int32
+    /// Per-port listeners: descriptor → (guest port, socket path).
+    private let portListeners: [Int32: (port: UInt32, path: String)]
     private let state = Mutex(State())
     private let receiveKick: EventFD
     /// Resumes the transmit queue once the replies it was waiting on have gone out.
@@ -64,11 +69,13 @@ public final class VirtioVsock: EventLoopDevice {
     private let loop = Mutex<EventLoop?>(nil)
     private let log: @Sendable (String) -> Void
 
-    /// Listens at `socketPath` for host connections.
+    /// Listens at `socketPath` for host connections, and at each of `portSockets` for
+    /// connections to that one guest port.
     /// - Parameter log: told about refused or broken streams.
-    public init(guestCID: UInt64, socketPath: String, log: @escaping @Sendable (String) -> Void = { _ in })
-        throws(VirtioDeviceError)
-    {
+    public init(
+        guestCID: UInt64, socketPath: String, portSockets: [(port: UInt32, path: String)] = [],
+        log: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws(VirtioDeviceError) {
         guard guestCID >= 3, guestCID < 0xFFFF_FFFF else {
             throw .invalid("guest CID \(guestCID) is not in 3...4294967294")
         }
@@ -83,11 +90,30 @@ public final class VirtioVsock: EventLoopDevice {
         } catch {
             throw .invalid("vsock socket \(socketPath): \(error)")
         }
+        var portListeners: [Int32: (port: UInt32, path: String)] = [:]
+        for (port, path) in portSockets {
+            do {
+                portListeners[try UnixSocket.listen(at: path)] = (port, path)
+            } catch {
+                for (fd, listening) in portListeners {
+                    close(fd)
+                    unlink(listening.path)
+                }
+                close(listener)
+                unlink(socketPath)
+                throw .invalid("vsock socket \(path) for guest port \(port): \(error)")
+            }
+        }
+        self.portListeners = portListeners
     }
 
     deinit {
         close(listener)
         unlink(socketPath)
+        for (fd, listening) in portListeners {
+            close(fd)
+            unlink(listening.path)
+        }
         for fd in state.withLock({ Array($0.connections.keys) }) { close(fd) }
     }
 
@@ -115,6 +141,12 @@ public final class VirtioVsock: EventLoopDevice {
                 self?.acceptHostClients()
                 return .keep
             }
+            for (fd, listening) in portListeners {
+                try loop.add(fd) { [weak self, receiveKick] in
+                    if self?.acceptPortClients(fd, guestPort: listening.port) == true { receiveKick.signal() }
+                    return .keep
+                }
+            }
         } catch {
             throw .invalid("vsock: \(error)")
         }
@@ -122,7 +154,10 @@ public final class VirtioVsock: EventLoopDevice {
 
     /// Removes the socket file so that host clients see the VM is gone (the VMM calls this as
     /// it stops; the device may outlive the call).
-    public func removeSocketFile() { unlink(socketPath) }
+    public func removeSocketFile() {
+        unlink(socketPath)
+        for listening in portListeners.values { unlink(listening.path) }
+    }
 
     /// Live connections (for status and tests).
     public var connectionCount: Int { state.withLock { $0.connections.count } }
@@ -197,9 +232,11 @@ public final class VirtioVsock: EventLoopDevice {
         case .response:
             guard let fd, state.connections[fd]?.state == .connecting else { return resetStream(header, fd, &state) }
             state.connections[fd]?.state = .established
-            let ok = Array("OK \(key.hostPort)\n".utf8)
-            guard ok.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, noSignal) }) == ok.count else {
-                return closeAndReset(fd, &state)
+            if state.connections[fd]?.announcesAcceptance == true {
+                let ok = Array("OK \(key.hostPort)\n".utf8)
+                guard ok.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, noSignal) }) == ok.count else {
+                    return closeAndReset(fd, &state)
+                }
             }
             updateInterest(fd, state)
         case .rw:
@@ -474,6 +511,28 @@ public final class VirtioVsock: EventLoopDevice {
         }
     }
 
+    /// Accepts clients of a per-port listener: each asks the guest for `guestPort` at once.
+    /// Returns whether a request is waiting for a receive buffer.
+    private func acceptPortClients(_ listener: Int32, guestPort: UInt32) -> Bool {
+        var requested = false
+        while let fd = UnixSocket.accept(listener) {
+            let accepted = state.withLock { state -> Bool in
+                guard state.connections.count < Self.maxConnections, register(fd) else { return false }
+                var connection = VsockConnection(fd: fd, key: nil, state: .connecting)
+                connection.announcesAcceptance = false
+                requestGuestPort(guestPort, fd, &connection, &state)
+                return true
+            }
+            if accepted {
+                requested = true
+            } else {
+                log("vsock: refused a client of guest port \(guestPort): too many connections")
+                close(fd)
+            }
+        }
+        return requested
+    }
+
     /// Resets host-initiated streams the guest has not answered within the connect timeout.
     private func expireUnansweredConnects() {
         let now = IntervalTimer.nowMilliseconds()
@@ -546,6 +605,13 @@ public final class VirtioVsock: EventLoopDevice {
             _ = reply.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, noSignal) }
             return closeAndForgetQuietly(fd, &state)
         }
+        requestGuestPort(port, fd, &connection, &state)
+    }
+
+    /// Gives a host client a host port and sends the guest a REQUEST for guest `port`.
+    private func requestGuestPort(
+        _ port: UInt32, _ fd: Int32, _ connection: inout VsockConnection, _ state: inout State
+    ) {
         var hostPort = state.nextHostPort
         while state.byKey[VsockConnectionKey(hostPort: hostPort, guestPort: port)] != nil { hostPort &+= 1 }
         state.nextHostPort = hostPort &+ 1 < Self.firstHostPort ? Self.firstHostPort : hostPort &+ 1

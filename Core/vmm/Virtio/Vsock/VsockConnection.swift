@@ -22,6 +22,10 @@ struct VsockConnection: Sendable {
     let fd: Int32
     var key: VsockConnectionKey?
     var state: State
+    /// The host client expects `OK <port>\n` once the guest accepts (a client of the CONNECT
+    /// socket does; one of a per-port listener, which speaks the stream from the first byte,
+    /// does not).
+    var announcesAcceptance = true
     /// When the REQUEST went to the guest (host-initiated streams), for the connect timeout.
     var requestedAtMilliseconds: UInt64 = 0
 
