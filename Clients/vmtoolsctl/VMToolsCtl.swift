@@ -10,7 +10,7 @@ struct VMToolsCtl: AsyncParsableCommand {
             The guest commands reach maitred, the agent in every guest, through a VM's vsock \
             socket (vmm --vsock PATH) or a plain socket that leads to the guest port.
             """,
-        subcommands: [Exec.self, Shell.self, Guest.self])
+        subcommands: [Exec.self, Shell.self, Guest.self, Image.self])
 }
 
 /// How to reach a guest service: through the VM's vsock socket, or a socket that leads there.
