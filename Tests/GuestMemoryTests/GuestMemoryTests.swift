@@ -13,6 +13,19 @@ struct GuestMemoryTests {
         #expect(split[1].guestAddress == 4 << 30 && split[1].size == 2 << 30)
     }
 
+    @Test("host mappings start on 2 MiB boundaries, so guest huge pages can be host huge pages")
+    func hugePageAlignment() throws {
+        for _ in 0..<8 {
+            let memory = try GuestMemory(ranges: [(0, 6 << 20), (1 << 32, 4 << 20)])
+            for region in memory.regions {
+                #expect(region.hostAddress % UInt(GuestMemory.hugePageSize) == 0)
+            }
+            try memory.write([1, 2, 3], at: (6 << 20) - 3)
+            try memory.write([4, 5, 6], at: (1 << 32) + (4 << 20) - 3)
+            #expect(try memory.read(at: (1 << 32) + (4 << 20) - 3, count: 3) == [4, 5, 6])
+        }
+    }
+
     @Test("integers round-trip little-endian at unaligned addresses")
     func loadStore() throws {
         let memory = try GuestMemory(ranges: [(0, 64 << 10)])

@@ -59,8 +59,7 @@ public final class GuestMemory: @unchecked Sendable {
             // Private anonymous memory, as Firecracker maps guest RAM: unlike shared memory it can be
             // backed by transparent huge pages, which cuts the nested-paging faults of a booting
             // guest several-fold. (Device processes that need to share guest RAM would use a memfd.)
-            let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-            guard let pointer, pointer != MAP_FAILED else {
+            guard let pointer = Self.mapAligned(length) else {
                 let code = errno
                 Self.unmap(mapped)
                 throw .mapFailed(size: range.size, errno: code)
@@ -76,6 +75,29 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// The page size the layout is checked against.
     public static let pageSize: UInt64 = 4096
+    /// Host mappings start on this boundary, as guest-physical regions do: only then can a
+    /// 2 MiB guest page sit on one host huge page, and KVM map it with one nested-paging entry
+    /// instead of 512 (QEMU aligns guest RAM the same way).
+    public static let hugePageSize = 2 << 20
+
+    /// An anonymous mapping of `length` bytes starting on a ``hugePageSize`` boundary: a larger
+    /// mapping, trimmed at both ends.
+    private static func mapAligned(_ length: Int) -> UnsafeMutableRawPointer? {
+        let (reserved, overflow) = length.addingReportingOverflow(hugePageSize)
+        guard !overflow else {
+            errno = ENOMEM
+            return nil
+        }
+        let raw = mmap(nil, reserved, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let raw, raw != MAP_FAILED else { return nil }
+        let base = UInt(bitPattern: raw)
+        let start = (base + UInt(hugePageSize) - 1) & ~UInt(hugePageSize - 1)
+        let head = Int(start - base)
+        if head > 0 { munmap(raw, head) }
+        let tail = reserved - head - length
+        if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: start + UInt(length)), tail) }
+        return UnsafeMutableRawPointer(bitPattern: start)
+    }
 
     private static func unmap(_ regions: [Region]) {
         for region in regions {
