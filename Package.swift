@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "GuestAgentTests",
             dependencies: [
-                "GuestAgent", "GuestClient", "GuestProtocol",
+                "GuestAgent", "GuestClient", "GuestProtocol", "EventLoop",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],

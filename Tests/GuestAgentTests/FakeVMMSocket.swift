@@ -1,3 +1,4 @@
+import EventLoop
 import Foundation
 import Synchronization
 
@@ -17,7 +18,7 @@ final class FakeVMMSocket: Sendable {
     init(path: String, ports: [UInt32: String]) throws {
         self.path = path
         self.ports = ports
-        listener = try Self.listen(path)
+        listener = Self.blocking(try UnixSocket.listen(at: path, backlog: 8))
         let listener = listener
         Thread.detachNewThread { [self] in
             while true {
@@ -42,7 +43,7 @@ final class FakeVMMSocket: Sendable {
         let request = String(decoding: line, as: UTF8.self)
         seen.withLock { $0.append(request) }
         guard request.hasPrefix("CONNECT "), let port = UInt32(request.dropFirst(8)), let target = ports[port],
-            let upstream = try? Self.connect(target)
+            let upstream = (try? UnixSocket.connect(to: target)).map(Self.blocking)
         else {
             close(fd)
             return
@@ -63,36 +64,9 @@ final class FakeVMMSocket: Sendable {
         shutdown(to, Int32(SHUT_WR))
     }
 
-    private static func address(_ path: String) -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
-        }
-        return address
-    }
-
-    private static func listen(_ path: String) throws -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = address(path)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard fd >= 0, bound == 0, Glibc.listen(fd, 8) == 0 else { throw TestAgentError.setup("listen \(path)") }
-        return fd
-    }
-
-    private static func connect(_ path: String) throws -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = address(path)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard connected == 0 else { throw TestAgentError.setup("connect \(path)") }
+    /// UnixSocket hands out non-blocking sockets; this stand-in serves each on a thread of its own.
+    private static func blocking(_ fd: Int32) -> Int32 {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         return fd
     }
 }

@@ -21,9 +21,7 @@ import Testing
     @Test func kernelVersionIsUname() async throws {
         try await TestAgent.with { agent in
             let version = try await call(agent) { try await $0.getKernelVersion(Vmtools_Guest_Empty()) }
-            var name = utsname()
-            uname(&name)
-            let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let release = hostKernelRelease()
             #expect(version.release == release)
             #expect(version.sysname == "Linux")
         }
@@ -130,9 +128,7 @@ import Testing
     @Test func vmReadyReachesTheStartupListener() async throws {
         try await TestAgent.with(notifyReady: true) { agent in
             let ready = try await StartupListener.waitForReady(on: agent.readySocket, timeout: .seconds(20))
-            var name = utsname()
-            uname(&name)
-            let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let release = hostKernelRelease()
             #expect(ready.kernelRelease == release)
         }
     }
@@ -144,4 +140,11 @@ struct RawBytes: MessageSerializer, MessageDeserializer {
     func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
         serializedMessageBytes.withUnsafeBytes { Array($0) }
     }
+}
+
+/// This machine's `uname -r`: what maitred, run here, reports.
+func hostKernelRelease() -> String {
+    var name = utsname()
+    uname(&name)
+    return withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
 }

@@ -114,7 +114,9 @@ struct RunCommand: ParsableCommand {
             guard let colon = value.firstIndex(of: ":"), let port = UInt32(value[..<colon]),
                 !value[value.index(after: colon)...].isEmpty
             else { throw ValidationError("--vsock-listen must be PORT:PATH, not '\(value)'") }
-            guard seen.insert(port).inserted else { throw ValidationError("--vsock-listen names guest port \(port) twice") }
+            guard seen.insert(port).inserted else {
+                throw ValidationError("--vsock-listen names guest port \(port) twice")
+            }
             return (port, String(value[value.index(after: colon)...]))
         }
     }
