@@ -52,6 +52,25 @@ import Testing
         }
     }
 
+    @Test func aBackgroundChildHoldingTheOutputDoesNotHoldTheCall() async throws {
+        try await TestAgent.with { agent in
+            let started = ContinuousClock.now
+            let response = try await launch(agent, ["sh", "-c", "sleep 30 & echo started"])
+            #expect(String(decoding: response.stdout, as: UTF8.self) == "started\n")
+            #expect(response.termination == .exitCode(0))
+            #expect(ContinuousClock.now - started < .seconds(10))
+        }
+    }
+
+    @Test func bothPipesAreReadAtOnce() async throws {
+        try await TestAgent.with { agent in
+            // 256 KiB to stderr before anything to stdout: stderr's pipe must be drained meanwhile.
+            let response = try await launch(agent, ["sh", "-c", "head -c 262144 /dev/zero >&2; echo done"])
+            #expect(response.stderr.count == 262_144)
+            #expect(String(decoding: response.stdout, as: UTF8.self) == "done\n")
+        }
+    }
+
     @Test func detachedProcessReturnsItsPid() async throws {
         try await TestAgent.with { agent in
             let response = try await launch(agent, ["sleep", "0.1"], wait: false)

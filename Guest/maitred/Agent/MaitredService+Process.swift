@@ -48,13 +48,9 @@ extension MaitredService {
         [input.readEnd, output.writeEnd, errors.writeEnd].forEach { close($0) }
         response.pid = UInt32(pid)
 
-        let stdin = [UInt8](request.stdin)
-        async let fed: Void = Self.feed(input.writeEnd, stdin)
-        async let out = Self.collect(output.readEnd)
-        async let err = Self.collect(errors.readEnd)
-        let termination = await reaper.wait(for: pid)
-        let (stdout, stderr) = await (out, err)
-        await fed
+        let (termination, stdout, stderr) = await Self.run(
+            pid, reaper: reaper, stdin: ([UInt8](request.stdin), input.writeEnd), stdout: output.readEnd,
+            stderr: errors.readEnd)
 
         switch termination {
         case .exited(let code): response.exitCode = code
@@ -64,6 +60,49 @@ extension MaitredService {
         response.stderr = Data(stderr.bytes)
         response.outputTruncated = stdout.truncated || stderr.truncated
         return response
+    }
+
+    private enum Progress: Sendable {
+        case output(Int, BoundedOutput)
+        case ended(Termination)
+        case fed
+        case drainDeadline
+    }
+
+    /// Feeds stdin and collects stdout and stderr (all at once: a process that fills one pipe
+    /// must not stall the other) until the process ends and its output does; a background child
+    /// that keeps the pipes open gets ``ShellService/drainTime``, then its output is cut off.
+    private static func run(
+        _ pid: pid_t, reaper: ProcessReaper, stdin: ([UInt8], Int32), stdout: Int32, stderr: Int32
+    ) async -> (Termination, BoundedOutput, BoundedOutput) {
+        await withTaskGroup(of: Progress.self) { group in
+            group.addTask { .output(1, await collect(stdout)) }
+            group.addTask { .output(2, await collect(stderr)) }
+            group.addTask {
+                await feed(stdin.1, stdin.0)
+                return .fed
+            }
+            group.addTask { .ended(await reaper.wait(for: pid)) }
+            var termination = Termination.exited(0)
+            var outputs: [Int: BoundedOutput] = [:]
+            while let progress = await group.next() {
+                switch progress {
+                case .output(let fd, let output):
+                    outputs[fd] = output
+                    if outputs.count == 2 { group.cancelAll() }  // done, or a leftover deadline
+                case .ended(let ended):
+                    termination = ended
+                    group.addTask {
+                        try? await Task.sleep(for: ShellService.drainTime)
+                        return .drainDeadline
+                    }
+                case .drainDeadline: group.cancelAll()  // collectors return what they have
+                case .fed: break
+                }
+            }
+            let empty = BoundedOutput(limit: outputLimit)
+            return (termination, outputs[1] ?? empty, outputs[2] ?? empty)
+        }
     }
 
     /// Writes the request's stdin; a process that exits without reading it is not an error.
