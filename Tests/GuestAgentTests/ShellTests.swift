@@ -73,6 +73,27 @@ import Testing
         }
     }
 
+    @Test func inputBeyondTheQueueLimitStillArrivesWhole() async throws {
+        try await TestAgent.with { agent in
+            let chunk = [UInt8](repeating: 0x61, count: 64 << 10)
+            let inputs = Array(repeating: ShellClient.Input.bytes(chunk), count: 48) + [.endOfInput]
+            let result = try await session(agent, argv: ["sh", "-c", "sleep 1; wc -c"], tty: false, inputs: inputs)
+            #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(48 * (64 << 10))")
+            #expect(result.exit == .exited(0))
+        }
+    }
+
+    @Test func aProcessThatNeverReadsItsInputStillEndsTheSession() async throws {
+        try await TestAgent.with { agent in
+            let chunk = [UInt8](repeating: 0x62, count: 64 << 10)
+            let inputs = Array(repeating: ShellClient.Input.bytes(chunk), count: 64)
+            let started = ContinuousClock.now
+            let result = try await session(agent, argv: ["sleep", "1"], tty: false, inputs: inputs)
+            #expect(result.exit == .exited(0))
+            #expect(ContinuousClock.now - started < .seconds(15))
+        }
+    }
+
     @Test func signalsReachTheSession() async throws {
         try await TestAgent.with { agent in
             let result = try await session(agent, argv: ["sleep", "30"], tty: false, inputs: [.signal(15)])

@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GuestProtocol
 import NIOCore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -30,6 +31,13 @@ final class ShellProcess: Sendable {
 
     private let inputs: AsyncStream<Input>
     private let inputSink: AsyncStream<Input>.Continuation
+    /// Host input queued and not yet written to the process, and whether pumping has ended.
+    private let pendingInput = Atomic<Int>(0)
+    private let pumpEnded = Atomic<Bool>(false)
+    /// Beyond this much queued input the host's next message waits (and gRPC's flow control
+    /// then holds the host), so a process that does not read cannot make maitred buffer without
+    /// bound.
+    static let inputLimit = 1 << 20
 
     private init(pid: pid_t, tty: Bool, master: Int32 = -1, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1) {
         self.pid = pid
@@ -88,7 +96,10 @@ final class ShellProcess: Sendable {
     /// Moves bytes until the process's output ends: its output to the host, the host's input to
     /// it. Cancelled, it closes every descriptor.
     func pump(to writer: ShellOutputWriter) async throws {
-        defer { inputSink.finish() }
+        defer {
+            pumpEnded.store(true, ordering: .releasing)
+            inputSink.finish()
+        }
         if tty {
             try await Descriptors.channel(reading: master, writing: dup(master)).executeThenClose { inbound, outbound in
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -117,7 +128,9 @@ final class ShellProcess: Sendable {
     private func feed(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
         for await input in inputs {
             switch input {
-            case .bytes(let bytes): try await outbound.write(ByteBuffer(bytes: bytes))
+            case .bytes(let bytes):
+                try await outbound.write(ByteBuffer(bytes: bytes))
+                pendingInput.subtract(bytes.count, ordering: .relaxed)
             case .close where tty: try await outbound.write(ByteBuffer(bytes: [0x04]))  // VEOF
             case .close:
                 outbound.finish()
@@ -127,9 +140,14 @@ final class ShellProcess: Sendable {
     }
 
     /// Applies one message from the host.
-    func handle(_ message: Vmtools_Guest_ShellInput) throws(RPCError) {
+    func handle(_ message: Vmtools_Guest_ShellInput) async throws {
         switch message.input {
-        case .stdin(let bytes): inputSink.yield(.bytes([UInt8](bytes)))
+        case .stdin(let bytes):
+            pendingInput.add(bytes.count, ordering: .relaxed)
+            inputSink.yield(.bytes([UInt8](bytes)))
+            while pendingInput.load(ordering: .relaxed) > Self.inputLimit && !pumpEnded.load(ordering: .acquiring) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
         case .stdinClosed: inputSink.yield(.close)
         case .resize(let size):
             if tty { _ = cgs_set_window_size(control, size.rows, size.columns) }

@@ -57,7 +57,7 @@ public struct ShellService: Vmtools_Guest_Shell.SimpleServiceProtocol {
                 return .output
             }
             group.addTask {
-                while let input = try await inputs() { try session.handle(input) }
+                while let input = try await inputs() { try await session.handle(input) }
                 return .input
             }
             group.addTask { .process(await reaper.wait(for: session.pid)) }
