@@ -68,6 +68,8 @@ vmm_status=$?
 check "vmm's exit status is 0 and the guest said why it powered off" \
   bash -c "[ $vmm_status -eq 0 ] && tr -d '\r' <$work/serial.log | grep -q 'powering off: the host asked for it'"
 check "vmm removed its vsock sockets, per-port listeners included" bash -c "[ ! -e $sock ] && [ ! -e $work/maitred.sock ] && [ ! -e $work/shell.sock ]"
+check "the image's PVH vmlinux boots to VmReady as well, and shuts down with status 0" \
+  bash -c "vmtoolsctl guest ready --vsock $work/pvh.sock --timeout 240 & l=\$!; sleep 0.5; vmm run --kernel $image/vmlinux --initrd $image/initrd.img --no-console-input --params quiet --mem 512 --cid 4 --vsock $work/pvh.sock </dev/null >$work/pvh.log 2>&1 & v=\$!; wait \$l && timeout 60 vmtoolsctl guest shutdown --vsock $work/pvh.sock && wait \$v; s=\$?; grep -v '^\[' $work/pvh.log | head -n 3; [ \$s -eq 0 ] && grep -q 'PVH' $work/pvh.log"
 if [ "$failed" -gt 0 ]; then
   echo "--- guest console (tail)"; tr -d '\r' <"$work/serial.log" | tail -n 30
   echo "--- vmm log (tail)"; tail -n 10 "$work/vmm.log"

@@ -80,14 +80,16 @@ ready_time() {
   local kind=$1 start listener vm ms rss
   rm -f "$work"/ready.sock*
   case $kind in
-    vmm) vmtoolsctl guest ready --vsock "$work/ready.sock" --timeout 300 >/dev/null & ;;
+    vmm*) vmtoolsctl guest ready --vsock "$work/ready.sock" --timeout 300 >/dev/null & ;;
     qemu) vmtoolsctl guest ready --listen vsock:7777 --timeout 300 >/dev/null & ;;
   esac
   listener=$!
   sleep 0.5
   start=$(now_ms)
   case $kind in
-    vmm) vmm run --kernel $image/vmlinuz --initrd $image/initrd.img --mem 512 --cpus 2 --no-console-input \
+    vmm|vmm-pvh)
+      kernel=$image/vmlinuz; [ "$kind" = vmm-pvh ] && kernel=$image/vmlinux
+      vmm run --kernel "$kernel" --initrd $image/initrd.img --mem 512 --cpus 2 --no-console-input \
       --params quiet --cid 3 --vsock "$work/ready.sock" --serial "file=$work/ready.log" </dev/null >/dev/null 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/ready.log" -kernel $image/vmlinuz -initrd $image/initrd.img \
@@ -106,14 +108,14 @@ ready_time() {
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 echo "bench: boot to VmReady with the default image ($(du -h $image/initrd.img | cut -f1) initramfs, maitred as init), $runs runs, 2 vCPUs, 512 MiB"
-for kind in vmm qemu; do
+for kind in vmm vmm-pvh qemu; do
   for r in $(seq "$runs"); do
     ready_time "$kind" | tee -a "$work/$kind-ready" | awk -v k="$kind" '{ printf "  %s: VmReady after %d ms, VMM resident %d MiB\n", k, $1, $2 / 1024 }'
   done
 done
 printf '%-28s %18s %18s\n' "VMM" "boot→VmReady" "VMM RSS at ready"
-for kind in vmm qemu; do
-  label="vmm"; [ "$kind" = qemu ] && label="qemu q35 + vhost-vsock"
+for kind in vmm vmm-pvh qemu; do
+  case $kind in vmm) label="vmm (bzImage)" ;; vmm-pvh) label="vmm (PVH vmlinux)" ;; *) label="qemu q35 + vhost-vsock" ;; esac
   printf '%-28s %15s ms %14s MiB\n' "$label" "$(cut -d' ' -f1 "$work/$kind-ready" 2>/dev/null | median)" \
     "$(( $(cut -d' ' -f2 "$work/$kind-ready" 2>/dev/null | median) / 1024 ))"
 done
