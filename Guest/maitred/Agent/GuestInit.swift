@@ -74,9 +74,7 @@ public enum GuestInit {
 
     private static func loadModules() {
         guard let list = FileText.read(moduleList) else { return }
-        var release = utsname()
-        uname(&release)
-        let kernel = withUnsafeBytes(of: release.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let kernel = (try? MaitredService.kernelVersion().release) ?? ""
         var loaded = 0
         for line in list.split(separator: "\n") where !line.hasPrefix("#") && !line.isEmpty {
             let path = line.hasPrefix("/") ? String(line) : "/lib/modules/\(kernel)/\(line)"
