@@ -58,7 +58,7 @@ import Testing
             let response = try await launch(agent, ["sh", "-c", "sleep 30 & echo started"])
             #expect(String(decoding: response.stdout, as: UTF8.self) == "started\n")
             #expect(response.termination == .exitCode(0))
-            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(ContinuousClock.now - started < .seconds(20))  // the background child lives 30 s
         }
     }
 

@@ -121,7 +121,7 @@ import Testing
             _ = try await StartupListener.waitForReady(on: path, timeout: .milliseconds(300))
         }
         #expect(error?.description.contains("timed out") == true)
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(30))  // a hang would be forever; the run may be loaded
         #expect(access(path, F_OK) != 0)
     }
 

@@ -39,7 +39,7 @@ import Testing
                 }
             }
             #expect(error?.description.contains("refused vsock port 1234") == true)
-            #expect(ContinuousClock.now - started < .seconds(10))
+            #expect(ContinuousClock.now - started < .seconds(30))  // a hang would be forever; the run may be loaded
         }
     }
 
