@@ -63,6 +63,7 @@ check "maitred's log reaches the host on the serial console" bash -c "tr -d '\r'
 
 check "Shutdown powers the guest off and vmm exits 0" \
   bash -c "timeout 60 vmtoolsctl guest shutdown --vsock $sock; for i in \$(seq 60); do kill -0 $vmm_pid 2>/dev/null || break; sleep 1; done; ! kill -0 $vmm_pid 2>/dev/null"
+kill "$vmm_pid" 2>/dev/null  # still running means Shutdown failed: end it rather than hang here
 wait "$vmm_pid"
 vmm_status=$?
 check "vmm's exit status is 0 and the guest said why it powered off" \

@@ -40,8 +40,8 @@ public struct MaitredAgent: Sendable {
             services: [ShellService(reaper: reaper)])
         servers.set(maitred, shell)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await maitred.serve() }
-            group.addTask { try await shell.serve() }
+            group.addTask { try await Self.serve(maitred, named: "Maitred", on: options.listen) }
+            group.addTask { try await Self.serve(shell, named: "Shell", on: options.shellListen) }
             group.addTask {
                 // VmReady only once both listen.
                 _ = try await maitred.transport.listeningAddress
@@ -54,6 +54,22 @@ public struct MaitredAgent: Sendable {
                 }
             }
             try await group.waitForAll()
+        }
+    }
+}
+
+extension MaitredAgent {
+    /// Serves until the server ends, and says when and how it did (a listener that goes away
+    /// must show on the console, not only as refused connections on the host).
+    static func serve(
+        _ server: GRPCServer<HTTP2ServerTransport.Posix>, named name: String, on address: AgentAddress
+    ) async throws {
+        do {
+            try await server.serve()
+            KernelLog.info("the \(name) server on \(address) stopped")
+        } catch {
+            KernelLog.error("the \(name) server on \(address) failed: \(error)")
+            throw error
         }
     }
 }
