@@ -50,6 +50,20 @@ struct VirtioVsockTests {
         #expect(device.connectionCount == 0)
     }
 
+    @Test("status shows each stream's state and credit, and the replies waiting for receive buffers")
+    func status() throws {
+        let harness = try VsockHarness()
+        harness.postedTarget = 0
+        #expect(harness.device.statusJSON() == #""control":0,"connections":[]"#)
+        let client = try harness.connectClient()
+        #expect(Host.write(client, Array("CONNECT \(Self.servicePort)\n".utf8)))
+        // No receive buffer: the REQUEST waits as a reply, the stream as connecting.
+        #expect(eventually { harness.device.statusJSON().contains(#""control":1"#) })
+        let status = harness.device.statusJSON()
+        #expect(status.contains(#""guest_port":\#(Self.servicePort)"#), "\(status)")
+        #expect(status.contains(#""state":"connecting""#), "\(status)")
+    }
+
     @Test("reserved and out-of-range guest CIDs are refused", arguments: [0, 1, 2, 0xFFFF_FFFF, 1 << 40] as [UInt64])
     func invalidCID(cid: UInt64) throws {
         let directory = "/tmp/vsock-test-cid-\(UUID().uuidString.prefix(8))"

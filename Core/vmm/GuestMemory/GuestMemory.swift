@@ -110,6 +110,7 @@ public final class GuestMemory: @unchecked Sendable {
     /// The host bytes for `count` bytes at guest-physical `address`, which must lie inside one region.
     ///
     /// The buffer is valid while `self` lives; callers keep it only for the duration of one access.
+    @inlinable
     public func buffer(at address: UInt64, count: Int) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         guard count >= 0, let region = region(containing: address) else {
             throw .outOfRange(address: address, count: count)
@@ -123,12 +124,14 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// The region that contains `address`, if any.
+    @inlinable
     public func region(containing address: UInt64) -> Region? {
         // Few regions (at most two for RAM split around the MMIO hole): a linear scan is fastest.
         regions.first { address >= $0.guestAddress && address - $0.guestAddress < $0.size }
     }
 
     /// Whether `count` bytes at `address` lie inside one region.
+    @inlinable
     public func contains(address: UInt64, count: Int) -> Bool {
         (try? buffer(at: address, count: count)) != nil
     }
@@ -136,24 +139,28 @@ public final class GuestMemory: @unchecked Sendable {
     // MARK: - Access
 
     /// Copies `bytes` into guest memory at `address`.
+    @inlinable
     public func write(_ bytes: some Collection<UInt8>, at address: UInt64) throws(GuestMemoryError) {
         let target = try buffer(at: address, count: bytes.count)
         target.copyBytes(from: bytes)
     }
 
     /// Copies `count` bytes out of guest memory at `address`.
+    @inlinable
     public func read(at address: UInt64, count: Int) throws(GuestMemoryError) -> [UInt8] {
         let source = try buffer(at: address, count: count)
         return Array(source)
     }
 
     /// Reads a little-endian integer at `address` (no alignment required).
+    @inlinable
     public func load<T: FixedWidthInteger>(_: T.Type = T.self, at address: UInt64) throws(GuestMemoryError) -> T {
         let source = try buffer(at: address, count: MemoryLayout<T>.size)
         return T(littleEndian: source.loadUnaligned(as: T.self))
     }
 
     /// Writes a little-endian integer at `address` (no alignment required).
+    @inlinable
     public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
         let target = try buffer(at: address, count: MemoryLayout<T>.size)
         target.storeBytes(of: value.littleEndian, as: T.self)

@@ -58,6 +58,7 @@ public final class Machine: Sendable {
     let msiRoutes: MSIRoutes
     private let doorbells = Mutex<[QueueDoorbells]>([])
     private let vsockDevice = Mutex<VirtioVsock?>(nil)
+    private let vsockTransport = Mutex<VirtioPCIDevice?>(nil)
     private let netDevice = Mutex<VirtioNet?>(nil)
 
     /// Builds the VM: opens KVM, maps memory, loads the kernel, creates devices and vCPUs.
@@ -166,7 +167,9 @@ public final class Machine: Sendable {
         if let vsock = config.vsock {
             do {
                 devices.append(
-                    try VirtioVsock(guestCID: vsock.cid, socketPath: vsock.socketPath, portSockets: config.vsockPortSockets) {
+                    try VirtioVsock(
+                        guestCID: vsock.cid, socketPath: vsock.socketPath, portSockets: config.vsockPortSockets
+                    ) {
                         log.error($0)
                     })
             } catch {
@@ -197,7 +200,10 @@ public final class Machine: Sendable {
             doorbells.withLock { $0.append(bells) }
             try pci.attach(transport, slot: slot)
             if device is VirtioConsole { consoleTransport.withLock { $0 = transport } }
-            if let vsock = device as? VirtioVsock { vsockDevice.withLock { $0 = vsock } }
+            if let vsock = device as? VirtioVsock {
+                vsockDevice.withLock { $0 = vsock }
+                vsockTransport.withLock { $0 = transport }
+            }
             if let net = device as? VirtioNet { netDevice.withLock { $0 = net } }
             if let served = device as? any EventLoopDevice {
                 do {
@@ -372,7 +378,7 @@ public final class Machine: Sendable {
             return #"{"ok":true,"state":"\#(stateName)"}"#
         case "status":
             return
-                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount)\#(netStatus)}"#
+                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount)\#(netStatus)\#(vsockStatus)}"#
         default:
             let shown = String(command.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" })
             return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume or status"}"#
@@ -385,6 +391,17 @@ public final class Machine: Sendable {
         let c = net.counters
         return
             #","net":{"mac":"\#(net.mac)","tx_packets":\#(c.transmittedPackets),"tx_bytes":\#(c.transmittedBytes),"tx_dropped":\#(c.transmitDropped),"rx_packets":\#(c.receivedPackets),"rx_bytes":\#(c.receivedBytes),"rx_dropped":\#(c.receiveDropped)}"#
+    }
+
+    /// `,"vsock":{...}`: the queues' positions, replies waiting and each stream's credit, so that
+    /// a stalled stream can be told apart from a stalled guest.
+    var vsockStatus: String {
+        guard let vsock = vsockDevice.withLock({ $0 }), let transport = vsockTransport.withLock({ $0 }) else {
+            return ""
+        }
+        let queues = transport.queueStatus.map(\.json).joined(separator: ",")
+        return
+            #","vsock":{"cid":\#(vsock.guestCID),"needs_reset":\#(transport.needsReset),"queues":[\#(queues)],\#(vsock.statusJSON())}"#
     }
 
     /// Queue doorbells currently served by KVM ioeventfds (0 before the guest's drivers map them).

@@ -42,7 +42,7 @@ public final class VirtioPCIDevice: PCIDevice {
     let memory: GuestMemory
     let msix: MSIXTable
     let msixCapability: Int
-    private let state: Mutex<State>
+    let state: Mutex<State>
     private let onError: @Sendable (String) -> Void
     private let notifyObserver = Mutex<(@Sendable (UInt64?) -> Void)?>(nil)
 

@@ -153,6 +153,9 @@ public struct DescriptorChain: Sendable, Equatable {
 
     public var readable: [Buffer] { buffers.filter { !$0.isWritable } }
     public var writable: [Buffer] { buffers.filter(\.isWritable) }
+    /// Total bytes of the readable and of the writable buffers (without building arrays).
+    public var readableLength: Int { buffers.reduce(0) { $1.isWritable ? $0 : $0 + Int($1.length) } }
+    public var writableLength: Int { buffers.reduce(0) { $1.isWritable ? $0 + Int($1.length) : $0 } }
 
     /// `buffers` without their first `skip` bytes (a request or packet header) and cut to at
     /// most `limit` bytes: where the payload lies. Empty pieces are left out.

@@ -60,7 +60,7 @@ public final class VirtioVsock: EventLoopDevice {
     private let listener: Int32
     /// Per-port listeners: descriptor → (guest port, socket path).
     private let portListeners: [Int32: (port: UInt32, path: String)]
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let receiveKick: EventFD
     /// Resumes the transmit queue once the replies it was waiting on have gone out.
     private let transmitKick: EventFD
@@ -197,11 +197,10 @@ public final class VirtioVsock: EventLoopDevice {
         var completed = false
         let wake = try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
             while state.control.count < Self.maxControlBacklog, let chain = try queue.popChain(memory: memory) {
-                let bytes = try chain.readBytes(memory: memory, limit: VsockHeader.size)
-                if let header = VsockHeader(bytes) {
+                if let header = try readHeader(of: chain, memory: memory) {
                     handle(header, payloadOf: chain, memory: memory, &state)
                 } else {
-                    log("vsock: dropped a transmit buffer of \(bytes.count) bytes, shorter than a header")
+                    log("vsock: dropped a transmit buffer of \(chain.readableLength) bytes, shorter than a header")
                 }
                 try queue.pushUsed(head: chain.head, written: 0, memory: memory)
                 completed = true
@@ -297,7 +296,7 @@ public final class VirtioVsock: EventLoopDevice {
     ) {
         guard var connection = state.connections[fd] else { return }
         let length = Int(header.length)
-        let carried = chain.readable.reduce(0) { $0 + Int($1.length) } - VsockHeader.size
+        let carried = chain.readableLength - VsockHeader.size
         guard length <= carried else {
             log("vsock: guest port \(connection.key?.guestPort ?? 0) sent a packet shorter than its header says")
             return closeAndReset(fd, &state)
@@ -373,13 +372,13 @@ public final class VirtioVsock: EventLoopDevice {
             var completed = false
             while !state.control.isEmpty || state.connections.values.contains(where: { $0.wantsToSendData }) {
                 guard let chain = try queue.popChain(memory: memory) else { break }
-                let room = chain.writable.reduce(0) { $0 + Int($1.length) }
+                let room = chain.writableLength
                 guard room >= VsockHeader.size else {
                     throw .malformedRequest("vsock receive buffer of \(room) bytes cannot hold a header")
                 }
                 if !state.control.isEmpty {
                     let header = state.control.removeFirst()
-                    try chain.writeBytes(header.encoded, memory: memory)
+                    try writeHeader(header, into: chain, memory: memory)
                     try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
                     completed = true
                     if state.control.count == Self.maxControlBacklog - 1 { transmitKick.signal() }
@@ -396,7 +395,7 @@ public final class VirtioVsock: EventLoopDevice {
                     }
                     let header = packet(.creditUpdate, for: &connection)
                     state.connections[fd] = connection
-                    try chain.writeBytes(header.encoded, memory: memory)
+                    try writeHeader(header, into: chain, memory: memory)
                     try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
                     completed = true
                     continue
@@ -434,7 +433,7 @@ public final class VirtioVsock: EventLoopDevice {
         var chains = [(chain: first, capacity: min(room - VsockHeader.size, Self.maxPacketPayload, budget))]
         var planned = chains[0].capacity
         while planned < budget, chains.count < Self.maxBatchBuffers, let next = try queue.popChain(memory: memory) {
-            let nextRoom = next.writable.reduce(0) { $0 + Int($1.length) }
+            let nextRoom = next.writableLength
             guard nextRoom > VsockHeader.size else {
                 queue.undoPop()
                 break
@@ -484,7 +483,7 @@ public final class VirtioVsock: EventLoopDevice {
             let length = min(capacity, remaining)
             var header = packet(.rw, for: &connection)
             header.length = UInt32(length)
-            try chain.writeBytes(header.encoded, memory: memory)
+            try writeHeader(header, into: chain, memory: memory)
             try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size + length), memory: memory)
             remaining -= length
             used += 1
@@ -647,6 +646,30 @@ public final class VirtioVsock: EventLoopDevice {
     }
 
     // MARK: - Helpers
+
+    /// The header at the start of a transmit chain, read in place when its first buffer holds it
+    /// whole (as Linux lays packets out); nil when the chain is shorter than a header.
+    private func readHeader(of chain: DescriptorChain, memory: GuestMemory) throws(VirtqueueError) -> VsockHeader? {
+        if let first = chain.buffers.first, !first.isWritable, first.length >= VsockHeader.size,
+            let raw = try? memory.buffer(at: first.address, count: VsockHeader.size)
+        {
+            return VsockHeader(UnsafeRawBufferPointer(raw))
+        }
+        return VsockHeader(try chain.readBytes(memory: memory, limit: VsockHeader.size))
+    }
+
+    /// Writes a header at the start of a receive chain, in place when its first writable buffer
+    /// has room for all of it.
+    private func writeHeader(_ header: VsockHeader, into chain: DescriptorChain, memory: GuestMemory)
+        throws(VirtqueueError)
+    {
+        if let first = chain.buffers.first(where: \.isWritable), first.length >= VsockHeader.size,
+            let raw = try? memory.buffer(at: first.address, count: VsockHeader.size)
+        {
+            return header.store(into: raw)
+        }
+        try chain.writeBytes(header.encoded, memory: memory)
+    }
 
     /// A host client that went away must fail the send, not raise SIGPIPE in the VMM.
     private let noSignal = Int32(MSG_NOSIGNAL)

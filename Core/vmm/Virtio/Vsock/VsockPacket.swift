@@ -51,35 +51,55 @@ public struct VsockHeader: Sendable, Equatable {
     /// Decodes the first 44 bytes; nil when there are fewer.
     public init?(_ bytes: [UInt8]) {
         guard bytes.count >= Self.size else { return nil }
-        func u64(_ at: Int) -> UInt64 { bytes.loadLE(UInt64.self, at: at) ?? 0 }
-        func u32(_ at: Int) -> UInt32 { bytes.loadLE(UInt32.self, at: at) ?? 0 }
-        func u16(_ at: Int) -> UInt16 { bytes.loadLE(UInt16.self, at: at) ?? 0 }
-        sourceCID = u64(0)
-        destinationCID = u64(8)
-        sourcePort = u32(16)
-        destinationPort = u32(20)
-        length = u32(24)
-        type = u16(28)
-        op = u16(30)
-        flags = u32(32)
-        bufferAllocation = u32(36)
-        forwardCount = u32(40)
+        self = bytes.withUnsafeBytes { Self(wire: $0) }
+    }
+
+    /// Decodes the first 44 bytes of `raw` (guest memory, say); nil when there are fewer.
+    public init?(_ raw: UnsafeRawBufferPointer) {
+        guard raw.count >= Self.size else { return nil }
+        self.init(wire: raw)
+    }
+
+    private init(wire raw: UnsafeRawBufferPointer) {
+        func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+            T(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+        }
+        sourceCID = field(0, UInt64.self)
+        destinationCID = field(8, UInt64.self)
+        sourcePort = field(16, UInt32.self)
+        destinationPort = field(20, UInt32.self)
+        length = field(24, UInt32.self)
+        type = field(28, UInt16.self)
+        op = field(30, UInt16.self)
+        flags = field(32, UInt32.self)
+        bufferAllocation = field(36, UInt32.self)
+        forwardCount = field(40, UInt32.self)
+    }
+
+    /// Writes the 44 wire bytes at the start of `raw`, which must have room for them.
+    public func store(into raw: UnsafeMutableRawBufferPointer) {
+        precondition(raw.count >= Self.size, "a vsock header needs \(Self.size) bytes")
+        func field<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+            raw.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        }
+        field(sourceCID, 0)
+        field(destinationCID, 8)
+        field(sourcePort, 16)
+        field(destinationPort, 20)
+        field(length, 24)
+        field(type, 28)
+        field(op, 30)
+        field(flags, 32)
+        field(bufferAllocation, 36)
+        field(forwardCount, 40)
     }
 
     /// The 44 wire bytes.
     public var encoded: [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Self.size)
-        bytes.storeLE(sourceCID, at: 0)
-        bytes.storeLE(destinationCID, at: 8)
-        bytes.storeLE(sourcePort, at: 16)
-        bytes.storeLE(destinationPort, at: 20)
-        bytes.storeLE(length, at: 24)
-        bytes.storeLE(type, at: 28)
-        bytes.storeLE(op, at: 30)
-        bytes.storeLE(flags, at: 32)
-        bytes.storeLE(bufferAllocation, at: 36)
-        bytes.storeLE(forwardCount, at: 40)
-        return bytes
+        [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, initialized in
+            store(into: UnsafeMutableRawBufferPointer(buffer))
+            initialized = Self.size
+        }
     }
 
     public var knownOp: Op? { Op(rawValue: op) }
