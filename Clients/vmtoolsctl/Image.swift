@@ -20,6 +20,18 @@ struct Image: ParsableCommand {
         @Option(help: "The maitred binary to put in the image (default: the one installed beside vmtoolsctl).")
         var maitred: String?
 
+        @Flag(
+            help:
+                "Also build a Debian root disk (rootfs.img, debootstrap; needs root). Boot it with maitred.root=/dev/vda."
+        )
+        var rootfs = false
+
+        @Option(help: "Size of the root disk (sparse), such as 4G.")
+        var rootfsSize = "4G"
+
+        @Option(help: "Extra Debian packages for the root disk, separated by commas.")
+        var packages: String?
+
         mutating func run() throws {
             let installed = Self.installPrefix()
             let script = "\(installed)/lib/vmtools/build-guest-image"
@@ -30,6 +42,8 @@ struct Image: ParsableCommand {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: script)
             process.arguments = ["--name", name, "--dest", dest, "--maitred", agent]
+            if rootfs { process.arguments? += ["--rootfs", "--rootfs-size", rootfsSize] }
+            if let packages { process.arguments? += ["--packages", packages] }
             try process.run()
             process.waitUntilExit()
             if process.terminationStatus != 0 { throw ExitCode(process.terminationStatus) }

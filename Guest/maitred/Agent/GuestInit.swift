@@ -5,8 +5,8 @@ import CGuestSystem
 #endif
 
 /// PID 1's duties before anything else runs: the kernel file systems, a console on 0/1/2, the
-/// hostname, loopback and kernel modules. Must run before any thread starts (the Swift runtime
-/// and glibc read /proc and /sys lazily).
+/// hostname, loopback, kernel modules and, when the command line names one, a root disk. Must
+/// run before any thread starts (the Swift runtime and glibc read /proc and /sys lazily).
 public enum GuestInit {
     /// The file listing kernel modules to load, one path per line, in dependency order (the
     /// image builder writes it).
@@ -24,6 +24,7 @@ public enum GuestInit {
         let loopback = cgs_interface_set_up("lo", 1)
         if loopback < 0 { KernelLog.error("bringing lo up: \(String(cString: strerror(-loopback)))") }
         loadModules()
+        switchRootIfAsked()
     }
 
     private struct Mount {
@@ -96,10 +97,6 @@ public enum GuestInit {
 
     /// The value of `key=value` on the kernel command line.
     static func commandLineValue(_ key: String) -> String? {
-        guard let line = FileText.read("/proc/cmdline") else { return nil }
-        for word in line.split(whereSeparator: { $0 == " " || $0 == "\n" }) where word.hasPrefix("\(key)=") {
-            return String(word.dropFirst(key.count + 1))
-        }
-        return nil
+        commandLineWords().first { $0.hasPrefix("\(key)=") }.map { String($0.dropFirst(key.count + 1)) }
     }
 }
