@@ -345,7 +345,7 @@ public final class Machine: Sendable {
             stop(.powerOff)
         case .shutdown:
             // A triple fault: the guest reset without asking (unlike reboot=k through the i8042).
-            log.error("vCPU \(vcpu.id): the guest triple-faulted (KVM_EXIT_SHUTDOWN)")
+            log.error("vCPU \(vcpu.id): the guest triple-faulted (KVM_EXIT_SHUTDOWN): \(vcpu.stateReport())")
             stop(.reset)
         case .systemEvent(let type):
             switch Int32(type) {
@@ -354,7 +354,7 @@ public final class Machine: Sendable {
             default: stop(.crashed("the guest reported a crash (system event \(type)) on vCPU \(vcpu.id)"))
             }
         case .internalError(let suberror):
-            stop(.crashed("KVM internal error \(suberror) on vCPU \(vcpu.id)"))
+            stop(.crashed("KVM internal error \(suberror) on vCPU \(vcpu.id): \(vcpu.stateReport())"))
         case .failEntry(let reason):
             stop(.crashed("VM entry failed (hardware reason 0x\(String(reason, radix: 16))) on vCPU \(vcpu.id)"))
         case .other(let reason):

@@ -14,9 +14,11 @@ enum VMMSandbox {
     /// shell would report a process killed by it).
     static let violationExitStatus: Int32 = 128 + SIGSYS
 
-    /// ioctls on the VM, vCPU and eventfd descriptors while the VM runs.
+    /// ioctls on the VM, vCPU and eventfd descriptors while the VM runs (reading registers only
+    /// to report where a guest died).
     static let kvmIoctls: [UInt64] = [
         CKVM_RUN, CKVM_IRQ_LINE, CKVM_SIGNAL_MSI, CKVM_SET_GSI_ROUTING, CKVM_IRQFD, CKVM_IOEVENTFD,
+        CKVM_GET_REGS, CKVM_GET_SREGS,
     ].map { UInt64($0) }
 
     /// TAP ioctls: TUNSETOFFLOAD, when a guest's virtio-net driver accepts offloads (after the

@@ -237,7 +237,7 @@ public final class VirtioVsock: EventLoopDevice {
                     return closeAndReset(fd, &state)
                 }
             }
-            updateInterest(fd, state)
+            updateInterest(fd, &state)
         case .rw:
             guard let fd, state.connections[fd]?.state == .established else { return resetStream(header, fd, &state) }
             forwardPayload(header, of: chain, memory: memory, to: fd, &state)
@@ -251,7 +251,7 @@ public final class VirtioVsock: EventLoopDevice {
             forget(fd)
             removeConnection(fd, &state)
         case .creditUpdate:
-            if let fd { updateInterest(fd, state) }
+            if let fd { updateInterest(fd, &state) }
         case .creditRequest:
             guard let fd, var connection = state.connections[fd] else { return replyReset(to: header, &state) }
             state.control.append(packet(.creditUpdate, for: &connection))
@@ -286,7 +286,7 @@ public final class VirtioVsock: EventLoopDevice {
         state.control.append(packet(.response, for: &connection))
         state.connections[fd] = connection
         state.byKey[key] = fd
-        updateInterest(fd, state)
+        updateInterest(fd, &state)
     }
 
     /// Writes an RW packet's payload to the host socket; what the socket does not take now
@@ -338,7 +338,7 @@ public final class VirtioVsock: EventLoopDevice {
         connection.receivedFromGuest &+= UInt32(length - remaining)
         announceCreditIfDue(&connection, &state)
         state.connections[fd] = connection
-        updateInterest(fd, state)
+        updateInterest(fd, &state)
     }
 
     /// Tells the guest about freed credit once half of its window has been forwarded since it
@@ -361,7 +361,7 @@ public final class VirtioVsock: EventLoopDevice {
         if guestDone || bothDone {
             closeAndReset(fd, &state)
         } else {
-            updateInterest(fd, state)
+            updateInterest(fd, &state)
         }
     }
 
@@ -459,7 +459,7 @@ public final class VirtioVsock: EventLoopDevice {
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 connection.hostReadable = false
                 state.connections[fd] = connection
-                updateInterest(fd, state)
+                updateInterest(fd, &state)
                 return false
             }
             // EOF: the host will send no more (it may still read: a half-close). When the guest
@@ -472,7 +472,7 @@ public final class VirtioVsock: EventLoopDevice {
             } else {
                 state.control.append(packet(.shutdown, for: &connection, flags: VsockHeader.shutdownSend))
                 state.connections[fd] = connection
-                updateInterest(fd, state)
+                updateInterest(fd, &state)
             }
             return false
         }
@@ -565,7 +565,7 @@ public final class VirtioVsock: EventLoopDevice {
                 guard state.connections[fd] != nil else { break }
                 if !readiness.isDisjoint(with: [.readable, .peerClosedWriting, .hangUp, .error]) {
                     state.connections[fd]?.hostReadable = true
-                    updateInterest(fd, state)
+                    updateInterest(fd, &state)
                 }
                 if !readiness.isDisjoint(with: [.hangUp, .error]) {
                     // Reported for as long as it is watched: stop watching. What is left to
@@ -621,7 +621,7 @@ public final class VirtioVsock: EventLoopDevice {
         state.control.append(packet(.request, for: &connection))
         state.connections[fd] = connection
         state.byKey[key] = fd
-        updateInterest(fd, state)
+        updateInterest(fd, &state)
     }
 
     /// Writes what waits for the host socket; announces credit as it frees up.
@@ -733,8 +733,9 @@ public final class VirtioVsock: EventLoopDevice {
     }
 
     /// Watch for reading only while the device is not already holding unread data for the
-    /// guest, and for writing only while bytes wait for the host.
-    private func updateInterest(_ fd: Int32, _ state: State) {
+    /// guest, and for writing only while bytes wait for the host. The loop is told only of a
+    /// change: this runs for every packet, and each telling is a system call.
+    private func updateInterest(_ fd: Int32, _ state: inout State) {
         guard let connection = state.connections[fd], let loop = loop.withLock({ $0 }) else { return }
         var interest: EventLoop.Interest = []
         switch connection.state {
@@ -746,6 +747,8 @@ public final class VirtioVsock: EventLoopDevice {
             }
             if !connection.pendingToHost.isEmpty { interest.insert(.writable) }
         }
+        guard connection.watchedInterest != interest.rawValue else { return }
+        state.connections[fd]?.watchedInterest = interest.rawValue
         loop.setInterest(fd, interest)
     }
 }

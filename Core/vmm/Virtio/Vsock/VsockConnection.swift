@@ -1,3 +1,5 @@
+import EventLoop
+
 /// Identifies a stream: the port on the host side and the port on the guest side.
 struct VsockConnectionKey: Hashable, Sendable {
     var hostPort: UInt32
@@ -26,6 +28,9 @@ struct VsockConnection: Sendable {
     /// socket does; one of a per-port listener, which speaks the stream from the first byte,
     /// does not).
     var announcesAcceptance = true
+    /// What the event loop watches the host socket for (``EventLoop/Interest``'s raw value);
+    /// every socket starts out watched for reading.
+    var watchedInterest = EventLoop.Interest.readable.rawValue
     /// When the REQUEST went to the guest (host-initiated streams), for the connect timeout.
     var requestedAtMilliseconds: UInt64 = 0
 
