@@ -92,6 +92,11 @@ let package = Package(
             ],
             path: "Clients/vmtoolsctl"),
 
+        // MARK: - Daemons
+
+        // concierge's logic as a library the tests drive: resource pools, persisted state.
+        .target(name: "ConciergeService", path: "Daemons/concierge/Service"),
+
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
         .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
@@ -123,6 +128,7 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
             path: "Tests/GuestAgentTests"),
+        .testTarget(name: "ConciergeTests", dependencies: ["ConciergeService"], path: "Tests/ConciergeTests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]
