@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "GuestAgent",
             dependencies: [
-                "GuestProtocol", "CGuestSystem", "EventLoop",
+                "GuestProtocol", "CGuestSystem", "CLinux", "EventLoop",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -95,7 +95,7 @@ let package = Package(
         // MARK: - Daemons
 
         // concierge's logic as a library the tests drive: resource pools, persisted state.
-        .target(name: "ConciergeService", path: "Daemons/concierge/Service"),
+        .target(name: "ConciergeService", dependencies: ["CLinux", "EventLoop"], path: "Daemons/concierge/Service"),
 
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.

@@ -1,5 +1,6 @@
 // C shim for Linux interfaces Swift's Glibc module does not export: epoll, eventfd, the
-// prctl/seccomp/capability calls the sandbox uses, and the TUN/TAP ioctls.
+// prctl/seccomp/capability calls the sandbox uses, the TUN/TAP ioctls, IPv4 interface setup and
+// pidfds.
 #ifndef CLINUX_H
 #define CLINUX_H
 
@@ -57,5 +58,27 @@ static inline int clinux_tun_set_vnet_hdr_size(int fd, int size) { return ioctl(
 static inline int clinux_tun_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
 }
+
+// MARK: - IPv4 interfaces and routes (shim.c)
+
+#include <stdint.h>
+
+/// Whether an interface of this name exists (if_nametoindex).
+int clinux_interface_exists(const char *name);
+/// SIOCSIFADDR + SIOCSIFNETMASK; addresses in network byte order. Returns 0, or -errno.
+int clinux_interface_set_ipv4(const char *name, uint32_t address, uint32_t netmask);
+/// Sets (or clears) IFF_UP. Returns 0, or -errno.
+int clinux_interface_set_up(const char *name, int up);
+/// SIOCSIFMTU. Returns 0, or -errno.
+int clinux_interface_set_mtu(const char *name, int mtu);
+/// SIOCADDRT of a default route through `gateway` (network byte order). Returns 0, or -errno.
+int clinux_route_add_default(uint32_t gateway);
+
+// MARK: - pidfds (shim.c; syscall is variadic)
+
+/// pidfd_open(2): a descriptor that becomes readable when process `pid` exits. Returns it, or -errno.
+int clinux_pidfd_open(int pid);
+/// pidfd_send_signal(2). Returns 0, or -errno.
+int clinux_pidfd_send_signal(int pidfd, int signal);
 
 #endif

@@ -1,6 +1,6 @@
 // C shim for the Linux calls maitred makes that Swift's Glibc module lacks or cannot call
-// (variadic ioctl and syscall, macros, structs with unions): module loading, IPv4 interface and
-// route setup, pseudo-terminals, vsock sockets and power-off.
+// (variadic ioctl and syscall, macros, structs with unions): module loading, pseudo-terminals,
+// vsock sockets and power-off. (IPv4 interface and route setup is CLinux's, shared with the host.)
 #ifndef CGUESTSYSTEM_H
 #define CGUESTSYSTEM_H
 
@@ -14,16 +14,6 @@ int cgs_pipe(int fds[2]);
 /// finit_module(2). Returns 0, or -errno.
 int cgs_finit_module(int fd, const char *params);
 
-/// Whether an interface of this name exists (if_nametoindex).
-int cgs_interface_exists(const char *name);
-/// SIOCSIFADDR + SIOCSIFNETMASK; addresses in network byte order. Returns 0, or -errno.
-int cgs_interface_set_ipv4(const char *name, uint32_t address, uint32_t netmask);
-/// Sets (or clears) IFF_UP. Returns 0, or -errno.
-int cgs_interface_set_up(const char *name, int up);
-/// SIOCSIFMTU. Returns 0, or -errno.
-int cgs_interface_set_mtu(const char *name, int mtu);
-/// SIOCADDRT of a default route through `gateway` (network byte order). Returns 0, or -errno.
-int cgs_route_add_default(uint32_t gateway);
 
 /// Opens a pseudo-terminal pair: the master (non-blocking, close-on-exec) in *master and the
 /// slave's path in `path`. Returns 0, or -errno.

@@ -1,4 +1,5 @@
 import CGuestSystem
+import CLinux
 
 #if canImport(Glibc)
     import Glibc
@@ -21,7 +22,7 @@ public enum GuestInit {
         if sethostname(hostname, hostname.utf8.count) != 0 {
             KernelLog.error("sethostname \(hostname): \(String(cString: strerror(errno)))")
         }
-        let loopback = cgs_interface_set_up("lo", 1)
+        let loopback = clinux_interface_set_up("lo", 1)
         if loopback < 0 { KernelLog.error("bringing lo up: \(String(cString: strerror(-loopback)))") }
         loadModules()
         switchRootIfAsked()

@@ -1,4 +1,5 @@
 import CGuestSystem
+import CLinux
 import GRPCCore
 import GuestProtocol
 
@@ -17,20 +18,20 @@ extension MaitredService {
             throw AgentError.invalid("netmask \(request.netmask) is not contiguous")
         }
         let gateway = request.gateway.isEmpty ? nil : try Self.ipv4(request.gateway, "gateway")
-        guard cgs_interface_exists(interface) != 0 else {
+        guard clinux_interface_exists(interface) != 0 else {
             throw RPCError(code: .notFound, message: "no network interface named \(interface)")
         }
         try Self.check(
-            cgs_interface_set_ipv4(interface, address, netmask),
+            clinux_interface_set_ipv4(interface, address, netmask),
             "setting \(request.address)/\(request.netmask) on \(interface)")
         if request.mtu != 0 {
             try Self.check(
-                cgs_interface_set_mtu(interface, Int32(clamping: request.mtu)),
+                clinux_interface_set_mtu(interface, Int32(clamping: request.mtu)),
                 "setting MTU \(request.mtu) on \(interface)")
         }
-        try Self.check(cgs_interface_set_up(interface, 1), "bringing \(interface) up")
+        try Self.check(clinux_interface_set_up(interface, 1), "bringing \(interface) up")
         if let gateway {
-            let result = cgs_route_add_default(gateway)
+            let result = clinux_route_add_default(gateway)
             // A second ConfigureNetwork with the same gateway finds the route in place.
             if result != -EEXIST { try Self.check(result, "adding the default route via \(request.gateway)") }
         }
