@@ -95,7 +95,13 @@ let package = Package(
         // MARK: - Daemons
 
         // concierge's logic as a library the tests drive: resource pools, persisted state.
-        .target(name: "ConciergeService", dependencies: ["CLinux", "EventLoop"], path: "Daemons/concierge/Service"),
+        .target(
+            name: "ConciergeService",
+            dependencies: [
+                "CLinux", "EventLoop", "GuestClient", "GuestProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ],
+            path: "Daemons/concierge/Service"),
 
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.

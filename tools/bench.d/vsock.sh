@@ -17,6 +17,8 @@ modprobe virtio_pci; modprobe vmw_vsock_virtio_transport
 socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork,backlog=64 OPEN:/dev/null &
 socat -t 600 -b 65536 VSOCK-LISTEN:1236,reuseaddr,fork,backlog=64 SYSTEM:'read n; head -c \$n /dev/zero' &
 sleep 1
+# Where the kernel landed (KASLR): a VMM that reports a guest crash's rip can then be symbolized.
+grep -E ' _text\$' /proc/kallsyms
 echo BENCH-READY
 while true; do sleep 1; done
 INIT
@@ -149,7 +151,9 @@ printf '%-28s %16s %16s %16s %16s\n' "VMM" "host→guest x1" "host→guest x8" "
 for kind in vmm qemu; do
   label="vmm (user-space vsock)"; [ "$kind" = qemu ] && label="qemu q35 + vhost-vsock"
   printf '%-28s' "$label"
-  for f in to-1 to-8 from-1 from-8; do printf ' %12s MiB/s' "$(median <"$work/$kind-$f" 2>/dev/null)"; done
+  for f in to-1 to-8 from-1 from-8; do
+    if [ -s "$work/$kind-$f" ]; then printf ' %12s MiB/s' "$(median <"$work/$kind-$f")"; else printf ' %18s' "(VM died)"; fi
+  done
   echo
 done
 rm -rf "$work"

@@ -10,6 +10,11 @@ extension VCPU {
         guard let regs = try? registers(), let sregs = try? specialRegisters() else {
             return "vCPU \(id): registers unreadable"
         }
+        // AMD's KVM resets the vCPU on a shutdown intercept (the VMCB is undefined after it):
+        // what is left is the reset state, which says nothing about the crash.
+        if regs.rip == 0xFFF0 && sregs.cs.selector == 0xF000 {
+            return "registers not available (KVM reset the vCPU, as it does on AMD after a triple fault)"
+        }
         func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
         return [
             "rip=\(hex(regs.rip))", "rsp=\(hex(regs.rsp))", "rbp=\(hex(regs.rbp))", "rflags=\(hex(regs.rflags))",

@@ -125,10 +125,11 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    /// Waits at most `seconds` for the process to end; nil if it still runs.
+    /// Waits at most `seconds` (or until the task is cancelled) for the process to end; nil if
+    /// it still runs.
     public func terminated(within seconds: Double) async -> Termination? {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline, !Task.isCancelled {
             if let termination { return termination }
             try? await Task.sleep(for: .milliseconds(20))
         }

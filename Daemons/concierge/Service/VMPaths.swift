@@ -1,0 +1,17 @@
+/// One VM's runtime files, in `<runtime>/<vm>/`.
+public struct VMPaths: Sendable, Equatable {
+    public let folder: String
+
+    public init(folder: String) { self.folder = folder }
+
+    /// The vsock socket (Firecracker's `CONNECT <port>` convention) and, beside it, what
+    /// vmm makes of it: `vsock.sock_7777` is where the guest's VmReady arrives.
+    public var vsock: String { "\(folder)/vsock.sock" }
+    public var startupListener: String { "\(vsock)_7777" }
+    /// Plain per-port sockets for gRPC clients (vmm `--vsock-listen`).
+    public var maitred: String { "\(folder)/maitred.sock" }
+    public var shell: String { "\(folder)/shell.sock" }
+    public var control: String { "\(folder)/control.sock" }
+    public var serialLog: String { "\(folder)/serial.log" }
+    public var vmmLog: String { "\(folder)/vmm.log" }
+}

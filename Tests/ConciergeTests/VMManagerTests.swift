@@ -1,0 +1,183 @@
+import ConciergeService
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// concierge's VM table on this machine: its /dev/kvm cannot boot Linux, so these tests cover
+/// what happens around a boot — validation, a vmm that fails, cleanup, re-adoption and the stop
+/// ladder. StartVm to a running guest is tested in the testbed (concierge.sh).
+@Suite("concierge VM manager")
+struct VMManagerTests {
+    /// A fresh state and runtime folder, an images folder with image `fake` (not a kernel), the
+    /// vmm built beside the tests, and TAP names no other test uses.
+    final class Fixture: Sendable {
+        let folder: String
+        let config: ConciergeConfiguration
+        let events = Mutex<[String]>([])
+
+        init() throws {
+            folder =
+                FileManager.default.temporaryDirectory.appendingPathComponent("concierge-\(UUID().uuidString)").path
+            var config = ConciergeConfiguration()
+            config.stateDirectory = "\(folder)/state"
+            config.runtimeDirectory = "\(folder)/run"
+            config.vmmPath = Self.builtProduct("vmm")
+            config.tapPrefix = "vt\(getpid() % 10_000)x"
+            config.stopStepSeconds = 0.5
+            config.pools = PoolConfiguration(
+                firstCID: 3, lastCID: 100, subnetBase: IPv4Address("100.115.93.0") ?? IPv4Address(0), subnetCount: 4)
+            self.config = config
+            let image = "\(config.imagesDirectory)/fake"
+            try FileManager.default.createDirectory(atPath: image, withIntermediateDirectories: true)
+            try Data("not a kernel".utf8).write(to: URL(fileURLWithPath: "\(image)/vmlinuz"))
+            try Data().write(to: URL(fileURLWithPath: "\(image)/initrd.img"))
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: folder) }
+
+        func manager() throws -> VMManager {
+            try VMManager(config: config, log: { _ in }) { [self] event in
+                let text: String
+                switch event {
+                case .starting(let name): text = "starting \(name)"
+                case .started(let info): text = "started \(info.name)"
+                case .stopping(let name): text = "stopping \(name)"
+                case .stopped(let name, let reason): text = "stopped \(name) \(reason.rawValue)"
+                }
+                self.events.withLock { $0.append(text) }
+            }
+        }
+
+        var savedState: ConciergeState? { try? StateFile<ConciergeState>(path: config.stateFile).load() }
+
+        /// A product of this package, built beside the test bundle.
+        static func builtProduct(_ name: String) -> String {
+            let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            for folder in [bundle, bundle.deletingLastPathComponent()]
+            where FileManager.default.isExecutableFile(
+                atPath: folder.appendingPathComponent(name).path)
+            {
+                return folder.appendingPathComponent(name).path
+            }
+            return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
+        }
+    }
+
+    @Test("bad requests are refused with InvalidArgument or NotFound, and nothing is allocated")
+    func badRequests() async throws {
+        let fixture = try Fixture()
+        let manager = try fixture.manager()
+        var options = VMOptions(name: "../etc")
+        await #expect { try await manager.start(options) } throws: { ($0 as? ConciergeError)?.kind == .invalidArgument }
+        options = VMOptions(name: "a")
+        options.cpus = 0
+        await #expect { try await manager.start(options) } throws: { "\($0)".contains("cpus 0") }
+        options = VMOptions(name: "a")
+        options.image = "missing"
+        await #expect { try await manager.start(options) } throws: {
+            ($0 as? ConciergeError)?.kind == .notFound && "\($0)".contains("no image 'missing'")
+        }
+        options = VMOptions(name: "a")
+        options.kernel = "/no/such/kernel"
+        await #expect { try await manager.start(options) } throws: { "\($0)".contains("/no/such/kernel") }
+        #expect(fixture.savedState?.pools.held.isEmpty ?? true)
+        #expect(await manager.list().isEmpty)
+    }
+
+    @Test("a vmm that cannot boot the kernel: StartVm fails naming why, and every resource is freed")
+    func vmmFails() async throws {
+        try #require(getuid() == 0, "StartVm makes TAP interfaces, which needs root")
+        let fixture = try Fixture()
+        try #require(
+            FileManager.default.isExecutableFile(atPath: fixture.config.vmmPath), "vmm is built beside the tests")
+        let manager = try fixture.manager()
+        var options = VMOptions(name: "broken")
+        options.image = "fake"
+        options.memoryMiB = 64
+        let started = ContinuousClock.now
+        await #expect { try await manager.start(options) } throws: { error in
+            let text = "\(error)"
+            return (error as? ConciergeError)?.kind == .failed && text.contains("before the guest was ready")
+                && text.contains("vmm said")
+        }
+        #expect(
+            ContinuousClock.now - started < .seconds(30), "a vmm that exits ends StartVm at once, not at the timeout")
+        #expect(fixture.savedState?.pools.held.isEmpty == true, "the CID, subnet and MAC are free again")
+        #expect(fixture.savedState?.vms.isEmpty == true)
+        #expect(!FileManager.default.fileExists(atPath: fixture.config.runtimeDirectory(of: "broken")))
+        #expect(if_nametoindex("\(fixture.config.tapPrefix)0") == 0, "the TAP went with the VMM")
+        #expect(fixture.events.withLock { $0 } == ["starting broken", "stopped broken start-failed"])
+    }
+
+    @Test("a restart re-adopts a VMM that still runs, frees one that is gone, and StopVm climbs to SIGTERM")
+    func readoptAndStop() async throws {
+        let fixture = try Fixture()
+        // Stand-ins for two vmm processes from before the restart (no guest can boot here): one
+        // alive, one that has ended. Re-adoption looks at the PID and its start time only.
+        let alive = try ChildProcess.spawn(executable: "/bin/sleep", arguments: ["60"])
+        let gone = try ChildProcess.spawn(executable: "/bin/true", arguments: [])
+        _ = await gone.terminated()
+        var state = ConciergeState()
+        for (name, pid) in [("alive", alive.pid), ("gone", gone.pid)] {
+            let resources = try state.pools.allocate(for: name, config: fixture.config.pools)
+            state.vms[name] = VMRecord(
+                name: name, pid: pid, startTicks: Self.startTicks(pid) ?? 1, resources: resources, tap: "none",
+                cpus: 1, memoryMiB: 64, kernel: "test", startedAt: 0)
+        }
+        try FileManager.default.createDirectory(
+            atPath: fixture.config.stateDirectory, withIntermediateDirectories: true)
+        try StateFile<ConciergeState>(path: fixture.config.stateFile).save(state)
+
+        let manager = try fixture.manager()
+        #expect(await manager.resume() == ["alive"])
+        #expect(await manager.list().map(\.name) == ["alive"])
+        #expect(fixture.savedState?.pools.held.keys.sorted() == ["alive"], "the gone VM's resources are free")
+        #expect(try await manager.info("alive").pid == alive.pid)
+
+        try await manager.stop("alive")
+        #expect(await alive.terminated(within: 5) == .signaled(SIGTERM), "no maitred, no control socket: SIGTERM")
+        #expect(await manager.list().isEmpty)
+        #expect(fixture.savedState?.pools.held.isEmpty == true && fixture.savedState?.vms.isEmpty == true)
+        #expect(fixture.events.withLock { $0 } == ["stopping alive", "stopped alive requested"])
+        await #expect { try await manager.stop("alive") } throws: { ($0 as? ConciergeError)?.kind == .notFound }
+    }
+
+    @Test("a VMM that dies on its own is noticed at once and its VM freed")
+    func dies() async throws {
+        let fixture = try Fixture()
+        let process = try ChildProcess.spawn(executable: "/bin/sleep", arguments: ["60"])
+        var state = ConciergeState()
+        let resources = try state.pools.allocate(for: "victim", config: fixture.config.pools)
+        state.vms["victim"] = VMRecord(
+            name: "victim", pid: process.pid, startTicks: Self.startTicks(process.pid) ?? 1, resources: resources,
+            tap: "none", cpus: 1, memoryMiB: 64, kernel: "test", startedAt: 0)
+        try FileManager.default.createDirectory(
+            atPath: fixture.config.stateDirectory, withIntermediateDirectories: true)
+        try StateFile<ConciergeState>(path: fixture.config.stateFile).save(state)
+        let manager = try fixture.manager()
+        #expect(await manager.resume() == ["victim"])
+        process.signal(SIGKILL)
+        var freed = false
+        for _ in 0..<200 where !freed {
+            try await Task.sleep(for: .milliseconds(25))
+            freed = await manager.list().isEmpty
+        }
+        #expect(freed)
+        // Adopted, not our child: the status is not ours to read, only that it ended.
+        #expect(fixture.events.withLock { $0 } == ["stopped victim exited"])
+        #expect(fixture.savedState?.pools.held.isEmpty == true)
+    }
+
+    static func startTicks(_ pid: Int32) -> UInt64? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+}
