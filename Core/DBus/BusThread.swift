@@ -73,7 +73,8 @@ final class BusThread: @unchecked Sendable {
     }
 
     /// Runs `body` on the bus thread and returns its result; Disconnected when closed.
-    func perform<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws(DBusError) -> T) async throws(DBusError)
+    func perform<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws(DBusError) -> T)
+        async throws(DBusError)
         -> T
     {
         let result: Result<T, DBusError> = await withCheckedContinuation { continuation in

@@ -127,7 +127,8 @@ final class ExportedObject: @unchecked Sendable {
         }
         for signal in interface.signals {
             entries.append(
-                csystemd_vtable_signal(try keep(signal.name), try keep(signal.signature), try keepNames(signal.names), 0))
+                csystemd_vtable_signal(
+                    try keep(signal.name), try keep(signal.signature), try keepNames(signal.names), 0))
         }
         entries.append(csystemd_vtable_end())
         vtable.initialize(from: entries, count: entries.count)
@@ -231,10 +232,12 @@ final class ExportedObject: @unchecked Sendable {
     }
 
     fileprivate func set(
-        _ bus: OpaquePointer, _ name: String, from message: OpaquePointer, _ busError: UnsafeMutablePointer<sd_bus_error>?
+        _ bus: OpaquePointer, _ name: String, from message: OpaquePointer,
+        _ busError: UnsafeMutablePointer<sd_bus_error>?
     ) -> Int32 {
         guard let property = properties[name], let setter = property.set else {
-            return sd_bus_error_set(busError, "org.freedesktop.DBus.Error.PropertyReadOnly", "property \(name) is read-only")
+            return sd_bus_error_set(
+                busError, "org.freedesktop.DBus.Error.PropertyReadOnly", "property \(name) is read-only")
         }
         do {
             guard let value = try DBusValue.read(from: message) else {

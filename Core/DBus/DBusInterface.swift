@@ -105,7 +105,8 @@ public struct DBusInterface: Sendable {
         }
         for property in properties {
             guard DBusSignature.completeTypes(property.type)?.count == 1 else {
-                throw .invalidArgs("\(name).\(property.name): a property needs one complete type, got '\(property.type)'")
+                throw .invalidArgs(
+                    "\(name).\(property.name): a property needs one complete type, got '\(property.type)'")
             }
         }
         for signal in signals { try check(signal.name, signal.signature, signal.names) }

@@ -37,7 +37,11 @@ public struct DBusMatchRule: Sendable, Hashable, CustomStringConvertible {
         var parts = ["type='signal'"]
         for (key, value) in [("sender", sender), ("path", path), ("interface", interface), ("member", member)] {
             // Inside quotes only the quote itself needs escaping: close, escaped quote, reopen.
-            if let value { parts.append("\(key)='\(value.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''"))'") }
+            if let value {
+                parts.append(
+                    "\(key)='\(value.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''"))'"
+                )
+            }
         }
         return parts.joined(separator: ",")
     }
@@ -126,7 +130,8 @@ extension DBusConnection {
     /// the iteration (or dropping the stream) removes the match. Holds up to `buffer` signals
     /// a slow reader has not taken (the oldest are dropped beyond that).
     public func signals(_ rule: DBusMatchRule, buffer: Int = 256) async throws(DBusError) -> AsyncStream<DBusSignal> {
-        let (stream, continuation) = AsyncStream.makeStream(of: DBusSignal.self, bufferingPolicy: .bufferingNewest(buffer))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: DBusSignal.self, bufferingPolicy: .bufferingNewest(buffer))
         let subscription = try await subscribe(rule, onEnd: { _ in continuation.finish() }) { signal in
             continuation.yield(signal)
         }

@@ -58,7 +58,8 @@ extension DBusValue {
                 for entry in entries {
                     guard entry.key.signature == key, entry.value.signature == value else {
                         throw .invalidArgs(
-                            "dictionary a{\(key)\(value)} holds a \(entry.key.signature) => \(entry.value.signature) entry")
+                            "dictionary a{\(key)\(value)} holds a \(entry.key.signature) => \(entry.value.signature) entry"
+                        )
                     }
                     try container("e", key + value) { () throws(DBusError) in
                         try entry.key.append(to: message)

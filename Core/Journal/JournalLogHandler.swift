@@ -94,7 +94,9 @@ public struct JournalLogHandler: LogHandler {
             default: return UInt8(ascii: "_")
             }
         }
-        while let first = bytes.first, first == UInt8(ascii: "_") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) {
+        while let first = bytes.first,
+            first == UInt8(ascii: "_") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first)
+        {
             bytes.removeFirst()
         }
         guard !bytes.isEmpty else { return nil }

@@ -81,12 +81,19 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
             .array(element: "ai", [.array(element: "i", [.int32(1), .int32(2)]), .array(element: "i", [])]),
             .array(element: "y", [.byte(0), .byte(255)]),
             .dictionary(key: "s", value: "v", []),
-            .options(["kernel": .string("/vmlinuz"), "memory_mib": .uint32(512), "nested": .options(["x": .int64(-1)])]),
+            .options(["kernel": .string("/vmlinuz"), "memory_mib": .uint32(512), "nested": .options(["x": .int64(-1)])]
+            ),
             .dictionary(
                 key: "i", value: "a{sb}",
-                [DBusDictEntry(key: .int32(7), value: .dictionary(key: "s", value: "b", [DBusDictEntry(key: .string("on"), value: .bool(true))]))]),
+                [
+                    DBusDictEntry(
+                        key: .int32(7),
+                        value: .dictionary(
+                            key: "s", value: "b", [DBusDictEntry(key: .string("on"), value: .bool(true))]))
+                ]),
             .structure([.string("vm"), .uint32(3), .structure([.double(1.5), .variant(.byte(9))])]),
-            .array(element: "(su)", [.structure([.string("a"), .uint32(1)]), .structure([.string("b"), .uint32(2)])]),
+            .array(
+                element: "(su)", [.structure([.string("a"), .uint32(1)]), .structure([.string("b"), .uint32(2)])]),
             .variant(.variant(.string("deep"))),
         ]
         for value in values {
@@ -111,7 +118,8 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     // MARK: - Serving methods
 
     func testOptionsAreReadTypedWithClearErrors() async throws {
-        let ok = try await call("StartVm", [.string("demo"), .options(["kernel": .string("/k"), "memory_mib": .uint32(512)])])
+        let ok = try await call(
+            "StartVm", [.string("demo"), .options(["kernel": .string("/k"), "memory_mib": .uint32(512)])])
         XCTAssertEqual(ok, [.uint32(512)])
         let defaulted = try await call("StartVm", [.string("demo"), .options(["kernel": .string("/k")])])
         XCTAssertEqual(defaulted, [.uint32(1024)])
@@ -122,7 +130,8 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
         let missing = try await expectError(DBusError.invalidArgsName, "StartVm", [.string("demo"), .options([:])])
         XCTAssertEqual(missing.message, "missing option kernel")
         let unknown = try await expectError(
-            DBusError.invalidArgsName, "StartVm", [.string("demo"), .options(["kernel": .string("/k"), "cpus": .uint32(2)])])
+            DBusError.invalidArgsName, "StartVm",
+            [.string("demo"), .options(["kernel": .string("/k"), "cpus": .uint32(2)])])
         XCTAssertEqual(unknown.message, "unknown option cpus")
     }
 
@@ -237,7 +246,8 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(add.out.trimmingCharacters(in: .whitespacesAndNewlines), "i 42")
 
         let options = try await bus.busctl([
-            "call", name, TestService.path, TestService.name, "StartVm", "sa{sv}", "demo", "2", "kernel", "s", "/vmlinuz",
+            "call", name, TestService.path, TestService.name, "StartVm", "sa{sv}", "demo", "2", "kernel", "s",
+            "/vmlinuz",
             "memory_mib", "u", "512",
         ])
         XCTAssertEqual(options.status, 0, options.err)
@@ -249,10 +259,13 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
 
         let introspect = try await bus.busctl(["introspect", name, TestService.path, TestService.name])
         XCTAssertEqual(introspect.status, 0, introspect.err)
-        let lines = introspect.out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+        let lines = introspect.out.split(separator: "\n").map {
+            $0.split(separator: " ", omittingEmptySubsequences: true)
+        }
         func row(_ member: String) -> [Substring]? { lines.first { $0.first.map(String.init) == member } }
         XCTAssertEqual(row(".Add").map { Array($0.prefix(4)) }, [".Add", "method", "ii", "i"], introspect.out)
-        XCTAssertEqual(row(".Name").map { Array($0.prefix(4)) }, [".Name", "property", "s", "\"demo\""], introspect.out)
+        XCTAssertEqual(
+            row(".Name").map { Array($0.prefix(4)) }, [".Name", "property", "s", "\"demo\""], introspect.out)
         XCTAssertEqual(row(".Level").map { Array($0.prefix(3)) }, [".Level", "property", "u"], introspect.out)
         XCTAssertTrue(row(".Level")?.contains("writable") ?? false, introspect.out)
         XCTAssertEqual(row(".Tick").map { Array($0.prefix(3)) }, [".Tick", "signal", "u"], introspect.out)
@@ -269,10 +282,14 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(level.value.withLock { $0 }, 7)
         let level = try await bus.busctl(["get-property", name, TestService.path, TestService.name, "Level"])
         XCTAssertEqual(level.out.trimmingCharacters(in: .whitespacesAndNewlines), "u 7", level.err)
-        let refused = try await bus.busctl(["set-property", name, TestService.path, TestService.name, "Level", "u", "700"])
+        let refused = try await bus.busctl([
+            "set-property", name, TestService.path, TestService.name, "Level", "u", "700",
+        ])
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.err.contains("at most 100"), refused.err)
-        let readOnly = try await bus.busctl(["set-property", name, TestService.path, TestService.name, "Name", "s", "x"])
+        let readOnly = try await bus.busctl([
+            "set-property", name, TestService.path, TestService.name, "Name", "s", "x",
+        ])
         XCTAssertNotEqual(readOnly.status, 0)
     }
 
@@ -302,7 +319,12 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
         // Emitted from a plain thread, not a task.
         let service = self.service!
         Thread.detachNewThread {
-            Task { for i in 1...5 { try await service.emitSignal(path: TestService.path, interface: TestService.name, member: "Tick", [.uint32(UInt32(i))]) } }
+            Task {
+                for i in 1...5 {
+                    try await service.emitSignal(
+                        path: TestService.path, interface: TestService.name, member: "Tick", [.uint32(UInt32(i))])
+                }
+            }
         }
         let received = try await withTimeout(10, "receiving signals") {
             var counts: [UInt32] = []
@@ -322,7 +344,9 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
             sender: service.uniqueName, path: TestService.path, interface: "org.freedesktop.DBus.Properties",
             member: "PropertiesChanged")
         let stream = try await withTimeout(10) { [client] in try await client!.signals(rule) }
-        let set = try await bus.busctl(["set-property", service.uniqueName, TestService.path, TestService.name, "Level", "u", "9"])
+        let set = try await bus.busctl([
+            "set-property", service.uniqueName, TestService.path, TestService.name, "Level", "u", "9",
+        ])
         XCTAssertEqual(set.status, 0, set.err)
         let changed = try await withTimeout(10, "PropertiesChanged") { () -> DBusSignal? in
             for await signal in stream { return signal }

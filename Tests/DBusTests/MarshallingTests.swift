@@ -47,11 +47,14 @@ final class MarshallingTests: XCTestCase {
         XCTAssertThrowsError(try DBusOptions(.array(element: "s", []))) { error in
             XCTAssertEqual(error as? DBusError, .invalidArgs("options must be a{sv}, got as"))
         }
-        XCTAssertEqual(DBusOptions(["b": .bool(true), "a": .byte(1)]).dbusValue,
-            .dictionary(key: "s", value: "v", [
-                DBusDictEntry(key: .string("a"), value: .variant(.byte(1))),
-                DBusDictEntry(key: .string("b"), value: .variant(.bool(true))),
-            ]))
+        XCTAssertEqual(
+            DBusOptions(["b": .bool(true), "a": .byte(1)]).dbusValue,
+            .dictionary(
+                key: "s", value: "v",
+                [
+                    DBusDictEntry(key: .string("a"), value: .variant(.byte(1))),
+                    DBusDictEntry(key: .string("b"), value: .variant(.bool(true))),
+                ]))
     }
 
     func testAMatchRuleQuotesItsValues() {

@@ -78,10 +78,14 @@ final class PrivateBus: @unchecked Sendable {
 
     /// Runs `busctl --address=<bus> arguments` (as `user` when given, through setpriv), at most
     /// 20 s; returns its status and output.
-    func busctl(_ arguments: [String], asUser user: UInt32? = nil) async throws -> (status: Int32, out: String, err: String) {
+    func busctl(_ arguments: [String], asUser user: UInt32? = nil) async throws -> (
+        status: Int32, out: String, err: String
+    ) {
         let process = Process()
         var command = ["/usr/bin/busctl", "--address=\(address)"] + arguments
-        if let user { command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user)", "--clear-groups"] + command }
+        if let user {
+            command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user)", "--clear-groups"] + command
+        }
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         let (out, err) = (Pipe(), Pipe())
