@@ -11,9 +11,13 @@ import XCTest
 /// ``TestService`` and a client connection, driven from Swift and from `busctl`.
 final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     nonisolated(unsafe) static var privateBus: PrivateBus?
-    var bus: PrivateBus!
-    var service: DBusConnection!
-    var client: DBusConnection!
+    private var fixture: (bus: PrivateBus, service: DBusConnection, client: DBusConnection)?
+    /// The private bus; throws (failing the test) when setUp could not start it.
+    var bus: PrivateBus { get throws { try XCTUnwrap(fixture?.bus, "no bus") } }
+    /// The connection exporting the test object.
+    var service: DBusConnection { get throws { try XCTUnwrap(fixture?.service, "no service connection") } }
+    /// The calling connection.
+    var client: DBusConnection { get throws { try XCTUnwrap(fixture?.client, "no client connection") } }
     let level = Level()
 
     override class func setUp() {
@@ -28,22 +32,21 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     }
 
     override func setUp() async throws {
-        bus = try XCTUnwrap(Self.privateBus, "dbus-daemon did not start")
-        let bus = self.bus!
+        let bus = try XCTUnwrap(Self.privateBus, "dbus-daemon did not start")
         let level = self.level
-        service = try await withTimeout(10, "connecting") { try await bus.connect() }
-        client = try await withTimeout(10, "connecting") { try await bus.connect() }
-        let service = self.service!
+        let service = try await withTimeout(10, "connecting") { try await bus.connect() }
+        let client = try await withTimeout(10, "connecting") { try await bus.connect() }
+        fixture = (bus, service, client)
         _ = try await withTimeout(10, "exporting") {
             try await service.export(TestService.interface(level: level), at: TestService.path)
         }
     }
 
     override func tearDown() async throws {
-        let (service, client) = (self.service, self.client)
+        guard let (_, service, client) = fixture else { return }
         try await withTimeout(10, "closing") {
-            await client?.close()
-            await service?.close()
+            await client.close()
+            await service.close()
         }
     }
 
@@ -51,7 +54,7 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     func call(_ member: String, _ arguments: [DBusValue] = [], timeout: Duration = .seconds(10)) async throws
         -> [DBusValue]
     {
-        let (client, destination) = (client!, service!.uniqueName)
+        let (client, destination) = (try client, try service.uniqueName)
         return try await withTimeout(15, member) {
             try await client.call(
                 destination: destination, path: TestService.path, interface: TestService.name, member: member,
@@ -195,7 +198,7 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
 
     func testTheSenderUidAndNameAreReported() async throws {
         let reply = try await call("WhoAmI")
-        XCTAssertEqual(reply, [.uint32(getuid()), .string(client.uniqueName)])
+        XCTAssertEqual(reply, [.uint32(getuid()), .string(try client.uniqueName)])
         // Another user, through busctl: the bus reports that uid.
         let nobody: UInt32 = 65534
         let result = try await bus.busctl(
@@ -240,7 +243,7 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     // MARK: - busctl
 
     func testBusctlCallsIntrospectsAndUsesProperties() async throws {
-        let name = service.uniqueName
+        let name = try service.uniqueName
         let add = try await bus.busctl(["call", name, TestService.path, TestService.name, "Add", "ii", "40", "2"])
         XCTAssertEqual(add.status, 0, add.err)
         XCTAssertEqual(add.out.trimmingCharacters(in: .whitespacesAndNewlines), "i 42")
@@ -295,15 +298,16 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
 
     func testPropertiesThroughTheSwiftClient() async throws {
         let properties = "org.freedesktop.DBus.Properties"
-        let got = try await withTimeout(10) { [client, service] in
-            try await client!.call(
-                destination: service!.uniqueName, path: TestService.path, interface: properties, member: "Get",
+        let (client, destination) = (try client, try service.uniqueName)
+        let got = try await withTimeout(10) {
+            try await client.call(
+                destination: destination, path: TestService.path, interface: properties, member: "Get",
                 [.string(TestService.name), .string("Level")])
         }
         XCTAssertEqual(got, [.variant(.uint32(3))])
-        let all = try await withTimeout(10) { [client, service] in
-            try await client!.call(
-                destination: service!.uniqueName, path: TestService.path, interface: properties, member: "GetAll",
+        let all = try await withTimeout(10) {
+            try await client.call(
+                destination: destination, path: TestService.path, interface: properties, member: "GetAll",
                 [.string(TestService.name)])
         }
         let values = try DBusOptions(try XCTUnwrap(all.first))
@@ -314,10 +318,10 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     // MARK: - Signals
 
     func testSignalsReachASubscriber() async throws {
-        let rule = DBusMatchRule(sender: service.uniqueName, interface: TestService.name, member: "Tick")
-        let stream = try await withTimeout(10) { [client] in try await client!.signals(rule) }
+        let rule = DBusMatchRule(sender: try service.uniqueName, interface: TestService.name, member: "Tick")
+        let stream = try await withTimeout(10) { [client = try client] in try await client.signals(rule) }
         // Emitted from a plain thread, not a task.
-        let service = self.service!
+        let service = try self.service
         Thread.detachNewThread {
             Task {
                 for i in 1...5 {
@@ -341,9 +345,9 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
 
     func testSettingAPropertyEmitsPropertiesChanged() async throws {
         let rule = DBusMatchRule(
-            sender: service.uniqueName, path: TestService.path, interface: "org.freedesktop.DBus.Properties",
+            sender: try service.uniqueName, path: TestService.path, interface: "org.freedesktop.DBus.Properties",
             member: "PropertiesChanged")
-        let stream = try await withTimeout(10) { [client] in try await client!.signals(rule) }
+        let stream = try await withTimeout(10) { [client = try client] in try await client.signals(rule) }
         let set = try await bus.busctl([
             "set-property", service.uniqueName, TestService.path, TestService.name, "Level", "u", "9",
         ])
@@ -358,8 +362,8 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
 
         // An explicit emission carries the getter's current value.
         level.value.withLock { $0 = 11 }
-        try await withTimeout(10) { [service] in
-            try await service!.emitPropertiesChanged(path: TestService.path, interface: TestService.name, ["Level"])
+        try await withTimeout(10) { [service = try service] in
+            try await service.emitPropertiesChanged(path: TestService.path, interface: TestService.name, ["Level"])
         }
         let again = try await withTimeout(10, "PropertiesChanged") { () -> DBusSignal? in
             for await signal in stream { return signal }
@@ -371,7 +375,7 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     // MARK: - Closing
 
     func testClosingTheClientEndsAPendingCallWithAnError() async throws {
-        let (client, destination) = (client!, service!.uniqueName)
+        let (client, destination) = (try client, try service.uniqueName)
         let pending = Task {
             try await client.call(
                 destination: destination, path: TestService.path, interface: TestService.name, member: "Never",
@@ -396,7 +400,7 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     }
 
     func testClosingTheServiceAnswersItsPendingCalls() async throws {
-        let (client, service, destination) = (client!, service!, service!.uniqueName)
+        let (client, service, destination) = (try client, try service, try service.uniqueName)
         let pending = Task {
             try await client.call(
                 destination: destination, path: TestService.path, interface: TestService.name, member: "Never",
@@ -414,7 +418,7 @@ final class DBusConnectionTests: XCTestCase, @unchecked Sendable {
     }
 
     func testCancellingACallingTaskEndsTheCall() async throws {
-        let (client, destination) = (client!, service!.uniqueName)
+        let (client, destination) = (try client, try service.uniqueName)
         let pending = Task {
             try await client.call(
                 destination: destination, path: TestService.path, interface: TestService.name, member: "Never",
