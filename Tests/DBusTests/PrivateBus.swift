@@ -132,7 +132,18 @@ final class Gate: @unchecked Sendable {
         for waiter in pending { waiter.resume() }
     }
 
-    /// True if the gate opened within `seconds`.
+    /// Whether the gate is open now.
+    var opened: Bool { lock.withLock { isOpen } }
+
+    private func releaseWaiters() {
+        let pending = lock.withLock {
+            defer { waiters.removeAll() }
+            return waiters
+        }
+        for waiter in pending { waiter.resume() }
+    }
+
+    /// True if the gate opened within `seconds` (one waiter at a time).
     func wait(seconds: Double) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
             group.addTask {
@@ -150,8 +161,9 @@ final class Gate: @unchecked Sendable {
                 try? await Task.sleep(for: .seconds(seconds))
                 return false
             }
-            let first = await group.next() ?? false
-            if !first { self.open() }  // release the waiting child
+            var first = await group.next() ?? false
+            if !first { first = self.opened }
+            if !first { self.releaseWaiters() }  // let the waiting child end
             group.cancelAll()
             return first
         }
