@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // MARK: - Core: the VMM and its pieces
@@ -92,6 +93,18 @@ let package = Package(
             ],
             path: "Clients/vmtoolsctl"),
 
+        // MARK: - D-Bus
+        // libsystemd (sd-bus, sd-daemon, sd-journal) plus run-time sd_bus_vtable builders.
+        .systemLibrary(
+            name: "CSystemd", path: "Core/CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // The daemons' D-Bus binding: one bus thread per connection, typed values, exported objects.
+        .target(name: "DBus", dependencies: ["CSystemd", "EventLoop"], path: "Core/DBus"),
+        // A swift-log handler writing structured journald entries (stderr when there is no journal).
+        .target(
+            name: "Journal",
+            dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
+            path: "Core/Journal"),
+
         // MARK: - Daemons
 
         // concierge's logic as a library the tests drive: resource pools, persisted state.
@@ -135,6 +148,10 @@ let package = Package(
             ],
             path: "Tests/GuestAgentTests"),
         .testTarget(name: "ConciergeTests", dependencies: ["ConciergeService"], path: "Tests/ConciergeTests"),
+        .testTarget(
+            name: "DBusTests",
+            dependencies: ["DBus", "Journal", "CSystemd", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/DBusTests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]
