@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "vmm", targets: ["vmm"]),
         .executable(name: "maitred", targets: ["maitred"]),
         .executable(name: "vmtoolsctl", targets: ["vmtoolsctl"]),
+        .executable(name: "concierge", targets: ["concierge"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -107,14 +108,23 @@ let package = Package(
 
         // MARK: - Daemons
 
-        // concierge's logic as a library the tests drive: resource pools, persisted state.
+        // concierge's logic as a library the tests drive: resource pools, persisted state, VMs,
+        // disk images and its D-Bus interface.
         .target(
             name: "ConciergeService",
             dependencies: [
-                "CLinux", "EventLoop", "GuestClient", "GuestProtocol",
+                "CLinux", "DBus", "EventLoop", "GuestClient", "GuestProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ],
             path: "Daemons/concierge/Service"),
+        .executableTarget(
+            name: "concierge",
+            dependencies: [
+                "ConciergeService", "DBus", "EventLoop", "Journal",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Daemons/concierge/main"),
 
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
@@ -147,7 +157,7 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
             path: "Tests/GuestAgentTests"),
-        .testTarget(name: "ConciergeTests", dependencies: ["ConciergeService"], path: "Tests/ConciergeTests"),
+        .testTarget(name: "ConciergeTests", dependencies: ["ConciergeService", "DBus"], path: "Tests/ConciergeTests"),
         .testTarget(
             name: "DBusTests",
             dependencies: ["DBus", "Journal", "CSystemd", .product(name: "Logging", package: "swift-log")],

@@ -110,7 +110,12 @@ struct VMManagerTests {
         #expect(fixture.savedState?.pools.held.isEmpty == true, "the CID, subnet and MAC are free again")
         #expect(fixture.savedState?.vms.isEmpty == true)
         #expect(!FileManager.default.fileExists(atPath: fixture.config.runtimeDirectory(of: "broken")))
-        #expect(if_nametoindex("\(fixture.config.tapPrefix)0") == 0, "the TAP went with the VMM")
+        var tapGone = false
+        for _ in 0..<250 where !tapGone {
+            tapGone = if_nametoindex("\(fixture.config.tapPrefix)0") == 0
+            if !tapGone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(tapGone, "the TAP went with the VMM")
         #expect(fixture.events.withLock { $0 } == ["starting broken", "stopped broken start-failed"])
     }
 

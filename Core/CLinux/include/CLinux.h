@@ -59,6 +59,12 @@ static inline int clinux_tun_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
 }
 
+// MARK: - Sparse files
+
+/// lseek(2) whences that glibc hides behind _GNU_SOURCE: the next data, the next hole.
+static const int CLINUX_SEEK_DATA = 3;
+static const int CLINUX_SEEK_HOLE = 4;
+
 // MARK: - IPv4 interfaces and routes (shim.c)
 
 #include <stdint.h>

@@ -54,6 +54,7 @@ extension VMManager {
             state.pools.release(name)
             persistLogging()
             removeRuntimeFolder(name)
+            log("VM \(name) did not start: \(error)")
             events(.stopped(name: name, reason: .startFailed))
             throw error
         }

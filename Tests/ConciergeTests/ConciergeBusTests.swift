@@ -1,0 +1,172 @@
+import ConciergeService
+import DBus
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// concierge's D-Bus interface on a real, private dbus-daemon, driven by the real busctl.
+@Suite("concierge on D-Bus", .serialized)
+final class ConciergeBusTests {
+    let fixture: VMManagerTests.Fixture
+    let folder: String
+    let bus: Process
+    let address: String
+    let connection: DBusConnection
+    let manager: VMManager
+
+    init() async throws {
+        fixture = try VMManagerTests.Fixture()
+        folder = "\(fixture.folder)/bus"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        chmod(fixture.folder, 0o755)
+        chmod(folder, 0o755)
+        try """
+        <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+         "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+        <busconfig><type>session</type><listen>unix:path=\(folder)/socket</listen><auth>EXTERNAL</auth>
+        <policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/>
+        <allow own="*"/><allow user="*"/></policy></busconfig>
+        """.write(toFile: "\(folder)/bus.conf", atomically: true, encoding: .utf8)
+        bus = Process()
+        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
+        bus.arguments = ["--config-file=\(folder)/bus.conf", "--nofork"]
+        bus.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try bus.run()
+        address = "unix:path=\(folder)/socket"
+        for _ in 0..<500 where access("\(folder)/socket", F_OK) != 0 { usleep(10_000) }
+        connection = try await DBusConnection.open(.address(address))
+        let signals = ConciergeSignals(connection: connection) { _ in }
+        manager = try VMManager(config: fixture.config, log: { _ in }) { signals.emit($0) }
+        let interface = ConciergeInterface.make(manager: manager, disks: DiskImages(config: fixture.config)) {
+            sender throws(DBusError) in try CallerPolicy().authorize(sender)
+        }
+        _ = try await connection.export(interface, at: ConciergeInterface.path)
+        try await connection.requestName(ConciergeInterface.name)
+    }
+
+    deinit {
+        // SIGKILL: a child started from a Swift concurrency thread inherits its blocked
+        // signals, SIGTERM among them.
+        kill(bus.processIdentifier, SIGKILL)
+        bus.waitUntilExit()
+    }
+
+    /// `busctl call` on concierge (as `uid` through setpriv when given): status and output.
+    /// Waits without blocking a thread: concierge's handlers need the cooperative pool too.
+    func call(_ member: String, _ arguments: String..., as uid: UInt32? = nil) async throws -> (
+        status: Int32, out: String
+    ) {
+        var command = [
+            "/usr/bin/busctl", "--address=\(address)", "call", ConciergeInterface.name, ConciergeInterface.path,
+        ]
+        command += [ConciergeInterface.name, member] + arguments
+        if let uid { command = ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups"] + command }
+        return try await Self.run(command)
+    }
+
+    /// Runs a short-lived command, 30 s at most, and returns its status and merged output.
+    static func run(_ command: [String]) async throws -> (status: Int32, out: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let ended = AsyncStream<Void>.makeStream()
+        process.terminationHandler = { _ in ended.continuation.finish() }
+        try process.run()
+        let timeout = Task {
+            try await Task.sleep(for: .seconds(30))
+            kill(process.processIdentifier, SIGKILL)
+        }
+        for await _ in ended.stream {}
+        timeout.cancel()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test("the exported interface is exactly dbus/interfaces/org.vmtools.Concierge.xml")
+    func introspection() async throws {
+        let live = try await Self.run([
+            "/usr/bin/busctl", "--address=\(address)", "introspect", "--xml-interface", ConciergeInterface.name,
+            ConciergeInterface.path,
+        ]).out
+        let committed = try String(
+            contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("dbus/interfaces/org.vmtools.Concierge.xml").path,
+            encoding: .utf8)
+        func interfaceBlock(_ xml: String) -> String? {
+            guard let start = xml.range(of: "<interface name=\"org.vmtools.Concierge\">"),
+                let end = xml.range(of: "</interface>", range: start.upperBound..<xml.endIndex)
+            else { return nil }
+            return xml[start.lowerBound..<end.upperBound].split(separator: "\n")
+                .map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
+        }
+        let exported = try #require(interfaceBlock(live), "busctl shows the interface")
+        #expect(exported == interfaceBlock(committed), "regenerate the XML when the interface changes")
+    }
+
+    @Test("bad calls get named errors: unknown options, mistyped options, unknown VMs")
+    func errors() async throws {
+        let unknown = try await call("StartVm", "sa{sv}", "demo", "1", "bogus", "s", "x")
+        #expect(unknown.status != 0 && unknown.out.contains("unknown option bogus"), "\(unknown.out)")
+        let mistyped = try await call("StartVm", "sa{sv}", "demo", "1", "cpus", "s", "two")
+        #expect(mistyped.status != 0 && mistyped.out.contains("option cpus must be u, got s"), "\(mistyped.out)")
+        let badName = try await call("StartVm", "sa{sv}", "../x", "0")
+        #expect(badName.status != 0 && badName.out.contains("VM name '../x'"), "\(badName.out)")
+        let missing = try await call("GetVmInfo", "s", "nope")
+        #expect(missing.status != 0 && missing.out.contains("no VM named nope"), "\(missing.out)")
+        let listed = try await call("ListVms")
+        #expect(listed.status == 0 && listed.out.trimmingCharacters(in: .whitespacesAndNewlines) == "aa{sv} 0")
+    }
+
+    @Test("a StartVm that fails says why, as org.vmtools.Error.Failed, with VmStarting then VmStopped")
+    func failedStart() async throws {
+        try #require(getuid() == 0, "StartVm makes TAP interfaces, which needs root")
+        let watcher = try await DBusConnection.open(.address(address))
+        let rule = DBusMatchRule(interface: ConciergeInterface.name)
+        let stream = try await watcher.signals(rule)
+        let failed = try await call("StartVm", "sa{sv}", "broken", "2", "image", "s", "fake", "memory_mib", "u", "64")
+        #expect(failed.status != 0 && failed.out.contains("before the guest was ready"), "\(failed.out)")
+        let collector = Task {
+            var seen: [String] = []
+            for await signal in stream {
+                seen.append("\(signal.member) \(signal.arguments.map { "\($0)" }.joined(separator: " "))")
+                if seen.count == 2 { break }
+            }
+            return seen
+        }
+        let bound = Task {
+            try await Task.sleep(for: .seconds(20))
+            collector.cancel()
+        }
+        let seen = await collector.value
+        bound.cancel()
+        #expect(seen.first?.hasPrefix("VmStarting") == true, "\(seen)")
+        #expect(seen.last?.hasPrefix("VmStopped") == true && seen.last?.contains("start-failed") == true, "\(seen)")
+        await watcher.close()
+    }
+
+    @Test("disk images: create, list, refuse to overwrite, destroy")
+    func disks() async throws {
+        let created = try await call("CreateDiskImage", "sta{sv}", "data", "1048576", "0")
+        #expect(
+            created.status == 0 && created.out.contains("\(fixture.config.disksDirectory)/data.img"), "\(created.out)")
+        let again = try await call("CreateDiskImage", "sta{sv}", "data", "1048576", "0")
+        #expect(again.status != 0 && again.out.contains("already exists"), "\(again.out)")
+        let listed = try await call("ListDiskImages")
+        #expect(listed.out.contains("\"size_bytes\" t 1048576"), "\(listed.out)")
+        #expect(try await call("DestroyDiskImage", "s", "data").status == 0)
+        #expect(try await call("DestroyDiskImage", "s", "data").out.contains("no disk named data"))
+    }
+
+    @Test("a caller that is neither root nor in the vmtools group is refused")
+    func strangers() async throws {
+        try #require(getuid() == 0, "calling as another user (setpriv) needs root")
+        let refused = try await call("ListVms", as: 65534)
+        #expect(refused.status != 0 && refused.out.contains("uid 65534 may not manage VMs"), "\(refused.out)")
+    }
+}
