@@ -1,75 +1,74 @@
-import XCTest
+import Testing
 
 @testable import DBus
 
 /// Values, signatures and typed conversion, without a bus.
-final class MarshallingTests: XCTestCase {
-    func testSignaturesComeFromValues() {
-        XCTAssertEqual(DBusValue.options(["a": .uint32(1)]).signature, "a{sv}")
-        XCTAssertEqual(DBusValue.array(element: "ai", []).signature, "aai")
-        XCTAssertEqual(DBusValue.structure([.string("x"), .array([UInt32(1)])]).signature, "(sau)")
-        XCTAssertEqual(DBusValue.signature(of: [.string("demo"), .options([:])]), "sa{sv}")
-        XCTAssertEqual([String: [Int32]].dbusSignature, "a{sai}")
-        XCTAssertEqual([String: DBusValue].dbusSignature, "a{sv}")
+@Suite struct MarshallingTests {
+    @Test func signaturesComeFromValues() {
+        #expect(DBusValue.options(["a": .uint32(1)]).signature == "a{sv}")
+        #expect(DBusValue.array(element: "ai", []).signature == "aai")
+        #expect(DBusValue.structure([.string("x"), .array([UInt32(1)])]).signature == "(sau)")
+        #expect(DBusValue.signature(of: [.string("demo"), .options([:])]) == "sa{sv}")
+        #expect([String: [Int32]].dbusSignature == "a{sai}")
+        #expect([String: DBusValue].dbusSignature == "a{sv}")
     }
 
-    func testSignatureParsing() {
-        XCTAssertEqual(DBusSignature.completeTypes("sa{sv}u"), ["s", "a{sv}", "u"])
-        XCTAssertEqual(DBusSignature.completeTypes("a(sa{ia(yv)})h"), ["a(sa{ia(yv)})", "h"])
-        XCTAssertEqual(DBusSignature.completeTypes(""), [])
+    @Test func signatureParsing() {
+        #expect(DBusSignature.completeTypes("sa{sv}u") == ["s", "a{sv}", "u"])
+        #expect(DBusSignature.completeTypes("a(sa{ia(yv)})h") == ["a(sa{ia(yv)})", "h"])
+        #expect(DBusSignature.completeTypes("") == [])
         for bad in ["a", "(", "()", "a{vs}", "{sv}", "a{s}", "z", "(s", "a{sv"] {
-            XCTAssertNil(DBusSignature.completeTypes(bad), bad)
+            #expect(DBusSignature.completeTypes(bad) == nil, "\(bad)")
         }
     }
 
-    func testTypedConversionIsStrict() throws {
-        XCTAssertEqual(try UInt32(dbusValue: .uint32(5)), 5)
-        XCTAssertThrowsError(try UInt32(dbusValue: .int32(5))) { error in
-            XCTAssertEqual((error as? DBusError)?.message, "expected u, got i")
-        }
+    @Test func typedConversionIsStrict() throws {
+        #expect(try UInt32(dbusValue: .uint32(5)) == 5)
+        let error = #expect(throws: DBusError.self) { try UInt32(dbusValue: .int32(5)) }
+        #expect(error?.message == "expected u, got i")
         let map: [String: [Int32]] = ["a": [1, 2]]
-        XCTAssertEqual(try [String: [Int32]](dbusValue: map.dbusValue), map)
-        XCTAssertEqual(try DBusValue(dbusValue: .variant(.string("x"))), .string("x"))
-        XCTAssertEqual(try DBusObjectPath(dbusValue: .objectPath("/a")).rawValue, "/a")
+        #expect(try [String: [Int32]](dbusValue: map.dbusValue) == map)
+        #expect(try DBusValue(dbusValue: .variant(.string("x"))) == .string("x"))
+        #expect(try DBusObjectPath(dbusValue: .objectPath("/a")).rawValue == "/a")
     }
 
-    func testOptionsReadTypedValues() throws {
+    @Test func optionsReadTypedValues() throws {
         let options = try DBusOptions(.options(["memory_mib": .string("512"), "cpus": .uint32(2)]))
-        XCTAssertEqual(try options.require("cpus", as: UInt32.self), 2)
-        XCTAssertNil(try options.optional("kernel", as: String.self))
-        XCTAssertEqual(try options.value("kernel", default: "/vmlinuz"), "/vmlinuz")
-        XCTAssertThrowsError(try options.require("memory_mib", as: UInt32.self)) { error in
-            XCTAssertEqual(error as? DBusError, .invalidArgs("option memory_mib must be u, got s"))
+        #expect(try options.require("cpus", as: UInt32.self) == 2)
+        #expect(try options.optional("kernel", as: String.self) == nil)
+        #expect(try options.value("kernel", default: "/vmlinuz") == "/vmlinuz")
+        #expect(throws: DBusError.invalidArgs("option memory_mib must be u, got s")) {
+            try options.require("memory_mib", as: UInt32.self)
         }
-        XCTAssertThrowsError(try options.require("kernel", as: String.self)) { error in
-            XCTAssertEqual(error as? DBusError, .invalidArgs("missing option kernel"))
+        #expect(throws: DBusError.invalidArgs("missing option kernel")) {
+            try options.require("kernel", as: String.self)
         }
-        XCTAssertThrowsError(try DBusOptions(.array(element: "s", []))) { error in
-            XCTAssertEqual(error as? DBusError, .invalidArgs("options must be a{sv}, got as"))
+        #expect(throws: DBusError.invalidArgs("options must be a{sv}, got as")) {
+            try DBusOptions(.array(element: "s", []))
         }
-        XCTAssertEqual(
-            DBusOptions(["b": .bool(true), "a": .byte(1)]).dbusValue,
-            .dictionary(
-                key: "s", value: "v",
-                [
-                    DBusDictEntry(key: .string("a"), value: .variant(.byte(1))),
-                    DBusDictEntry(key: .string("b"), value: .variant(.bool(true))),
-                ]))
+        #expect(
+            DBusOptions(["b": .bool(true), "a": .byte(1)]).dbusValue
+                == .dictionary(
+                    key: "s", value: "v",
+                    [
+                        DBusDictEntry(key: .string("a"), value: .variant(.byte(1))),
+                        DBusDictEntry(key: .string("b"), value: .variant(.bool(true))),
+                    ]))
     }
 
-    func testAMatchRuleQuotesItsValues() {
-        XCTAssertEqual(
-            DBusMatchRule(sender: "org.vmtools.Concierge", member: "VmStarted").description,
-            "type='signal',sender='org.vmtools.Concierge',member='VmStarted'")
-        XCTAssertEqual(DBusMatchRule(path: "/a'b").description, "type='signal',path='/a'\\''b'")
+    @Test func aMatchRuleQuotesItsValues() {
+        #expect(
+            DBusMatchRule(sender: "org.vmtools.Concierge", member: "VmStarted").description
+                == "type='signal',sender='org.vmtools.Concierge',member='VmStarted'")
+        #expect(DBusMatchRule(path: "/a'b").description == "type='signal',path='/a'\\''b'")
     }
 
-    func testAnInterfaceWithABadSignatureIsRefused() {
+    @Test func anInterfaceWithABadSignatureIsRefused() {
         var interface = DBusInterface("org.vmtools.Test")
         interface.method("Broken", in: "a{vs}") { _ in [] }
-        XCTAssertThrowsError(try interface.validate())
+        #expect(throws: (any Error).self) { try interface.validate() }
         var named = DBusInterface("org.vmtools.Test")
         named.method("Named", in: "ss", inputNames: ["only"]) { _ in [] }
-        XCTAssertThrowsError(try named.validate())
+        #expect(throws: (any Error).self) { try named.validate() }
     }
 }

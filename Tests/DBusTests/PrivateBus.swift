@@ -1,6 +1,6 @@
 import DBus
 import Foundation
-import XCTest
+import Testing
 
 #if canImport(Glibc)
     import Glibc
@@ -8,12 +8,16 @@ import XCTest
 
 /// A real `dbus-daemon` on a Unix socket in a private directory, session-like and allowing
 /// everything, started with `--print-address --nofork`.
+///
+/// Children started from a Swift concurrency thread inherit its signal mask, in which SIGTERM
+/// is blocked, so the daemon (and a hung busctl) is ended with SIGKILL.
 final class PrivateBus: @unchecked Sendable {
     let directory: String
     let address: String
     private let process: Process
+    private let exited = Gate()
 
-    init() throws {
+    init() async throws {
         var template = Array("/tmp/dbus-test.XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp failed") }
         directory = String(cString: made)
@@ -41,6 +45,7 @@ final class PrivateBus: @unchecked Sendable {
         process.arguments = ["--config-file=\(directory)/bus.conf", "--print-address", "--nofork"]
         let output = Pipe()
         process.standardOutput = output
+        process.terminationHandler = { [exited] _ in exited.open() }
         try process.run()
 
         // The first line is the address; wait at most 10 s for it.
@@ -57,20 +62,21 @@ final class PrivateBus: @unchecked Sendable {
         }
         thread.start()
         let deadline = Date().addingTimeInterval(10)
-        while line.get() == nil && Date() < deadline { usleep(10_000) }
+        while line.get() == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         guard let printed = line.get()?.split(separator: "\n").first, printed.hasPrefix("unix:") else {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
+            try? FileManager.default.removeItem(atPath: directory)
             throw TestFailure("dbus-daemon printed no address")
         }
         address = String(printed)
     }
 
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+    /// Kills the daemon, waits at most 10 s for it to exit, and removes its directory.
+    func stop() async throws {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let ended = await exited.wait(seconds: 10)
         try? FileManager.default.removeItem(atPath: directory)
+        guard ended else { throw TestFailure("dbus-daemon \(process.processIdentifier) did not exit") }
     }
 
     /// A new connection to this bus.
@@ -96,13 +102,90 @@ final class PrivateBus: @unchecked Sendable {
         try process.run()
         let inTime = await finished.wait(seconds: 20)
         if !inTime {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             throw TestFailure("busctl \(arguments.joined(separator: " ")) hung")
         }
         let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         return (process.terminationStatus, stdout, stderr)
     }
+}
+
+/// The suite-level fixture of a suite that talks to a bus (`@Suite(.privateBus)`): one private
+/// `dbus-daemon` for the whole suite, stopped when its last test is done, and for each test a
+/// service connection exporting ``TestService`` (with its own ``Level``) and a client
+/// connection, closed within 10 s when the test ends. Tests share only the daemon, so they may
+/// run in parallel.
+struct PrivateBusFixture: SuiteTrait, TestTrait, TestScoping {
+    /// What one test gets.
+    struct Connections: Sendable {
+        let bus: PrivateBus
+        /// The connection exporting the test object.
+        let service: DBusConnection
+        /// The calling connection.
+        let client: DBusConnection
+        /// The state behind the exported `Level` property.
+        let level: Level
+    }
+
+    /// The suite's daemon, while the suite runs.
+    @TaskLocal static var bus: PrivateBus?
+    /// The running test's connections (read them in the suite's `init`).
+    @TaskLocal static var connections: Connections?
+
+    /// Applies to the suite's tests too, for their connections (a recursive suite trait must
+    /// also be a TestTrait: swiftlang/swift-testing#1048).
+    var isRecursive: Bool { true }
+
+    /// The suite itself (the daemon) and each of its test cases (the connections).
+    func scopeProvider(for test: Test, testCase: Test.Case?) -> Self? {
+        test.isSuite || testCase != nil ? self : nil
+    }
+
+    func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        guard testCase != nil else {
+            // The suite: its daemon.
+            let bus = try await PrivateBus()
+            do {
+                try await Self.$bus.withValue(bus) { try await function() }
+            } catch {
+                try? await bus.stop()
+                throw error
+            }
+            try await bus.stop()
+            return
+        }
+        // One test case: its connections on the suite's daemon.
+        guard let bus = Self.bus else { throw TestFailure("dbus-daemon did not start") }
+        let level = Level()
+        let service = try await withTimeout(10, "connecting") { try await bus.connect() }
+        let client = try await withTimeout(10, "connecting") { try await bus.connect() }
+        let close = {
+            try await withTimeout(10, "closing") {
+                await client.close()
+                await service.close()
+            }
+        }
+        do {
+            _ = try await withTimeout(10, "exporting") {
+                try await service.export(TestService.interface(level: level), at: TestService.path)
+            }
+            let connections = Connections(bus: bus, service: service, client: client, level: level)
+            try await Self.$connections.withValue(connections) { try await function() }
+        } catch {
+            // The test's own failure is the one thrown; a hang in closing is recorded beside it.
+            do { try await close() } catch let closing { Issue.record(closing) }
+            throw error
+        }
+        try await close()
+    }
+}
+
+extension Trait where Self == PrivateBusFixture {
+    /// A private `dbus-daemon` for the suite, and fresh connections for each test.
+    static var privateBus: Self { Self() }
 }
 
 struct TestFailure: Error, CustomStringConvertible {

@@ -1,7 +1,7 @@
 import DBus
 import Foundation
 import Logging
-import XCTest
+import Testing
 
 @testable import Journal
 
@@ -10,14 +10,15 @@ import XCTest
 #endif
 
 /// sd_notify and the journal log handler.
-final class SystemdTests: XCTestCase {
-    func testNotifyReachesTheNotifySocket() throws {
+@Suite struct SystemdTests {
+    @Test func notifyReachesTheNotifySocket() throws {
         var template = Array("/tmp/notify-test.XXXXXX".utf8CString)
-        let directory = String(cString: try XCTUnwrap(mkdtemp(&template)))
+        let made = mkdtemp(&template)
+        let directory = String(cString: try #require(made))
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/notify"
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        XCTAssertGreaterThanOrEqual(fd, 0)
+        #expect(fd >= 0)
         defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -29,12 +30,12 @@ final class SystemdTests: XCTestCase {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
-        XCTAssertEqual(bound, 0)
+        #expect(bound == 0)
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         unsetenv("NOTIFY_SOCKET")
-        XCTAssertFalse(SystemdNotify.ready(), "no socket: a no-op")
+        #expect(!SystemdNotify.ready(), "no socket: a no-op")
         setenv("NOTIFY_SOCKET", path, 1)
         defer { unsetenv("NOTIFY_SOCKET") }
 
@@ -43,43 +44,42 @@ final class SystemdTests: XCTestCase {
             let n = recv(fd, &buffer, buffer.count, 0)
             return String(decoding: buffer.prefix(max(n, 0)), as: UTF8.self)
         }
-        XCTAssertTrue(SystemdNotify.ready(status: "serving"))
-        XCTAssertEqual(receive(), "READY=1\nSTATUS=serving")
-        XCTAssertTrue(SystemdNotify.status("2 VMs"))
-        XCTAssertEqual(receive(), "STATUS=2 VMs")
-        XCTAssertTrue(SystemdNotify.watchdog())
-        XCTAssertEqual(receive(), "WATCHDOG=1")
-        XCTAssertTrue(SystemdNotify.stopping())
-        XCTAssertEqual(receive(), "STOPPING=1")
+        #expect(SystemdNotify.ready(status: "serving"))
+        #expect(receive() == "READY=1\nSTATUS=serving")
+        #expect(SystemdNotify.status("2 VMs"))
+        #expect(receive() == "STATUS=2 VMs")
+        #expect(SystemdNotify.watchdog())
+        #expect(receive() == "WATCHDOG=1")
+        #expect(SystemdNotify.stopping())
+        #expect(receive() == "STOPPING=1")
     }
 
-    func testJournalFieldsAreStructured() {
+    @Test func journalFieldsAreStructured() {
         let event = LogEvent(
             level: .warning, message: "VM stopped", metadata: nil, source: "concierge", file: "Concierge/Vm.swift",
             function: "stop()", line: 42)
         let fields = JournalLogHandler.fields(
             event, metadata: ["vm_name": "demo", "cid": "3", "_bad": "x", "MESSAGE": "spoof"], label: "concierge.vm",
             identifier: "concierge")
-        XCTAssertEqual(
-            fields,
-            [
+        #expect(
+            fields == [
                 "MESSAGE=VM stopped", "PRIORITY=4", "SYSLOG_IDENTIFIER=concierge", "CODE_FILE=Concierge/Vm.swift",
                 "CODE_LINE=42", "CODE_FUNC=stop()", "LOGGER=concierge.vm", "BAD=x", "CID=3", "VM_NAME=demo",
             ])
-        XCTAssertEqual(JournalLogHandler.fieldName("vm.name-2"), "VM_NAME_2")
-        XCTAssertNil(JournalLogHandler.fieldName("__"))
-        XCTAssertEqual(JournalLogHandler.priority(.critical), 2)
-        XCTAssertEqual(JournalLogHandler.priority(.debug), 7)
+        #expect(JournalLogHandler.fieldName("vm.name-2") == "VM_NAME_2")
+        #expect(JournalLogHandler.fieldName("__") == nil)
+        #expect(JournalLogHandler.priority(.critical) == 2)
+        #expect(JournalLogHandler.priority(.debug) == 7)
     }
 
-    func testWithoutAJournalLinesGoToStderr() {
+    @Test func withoutAJournalLinesGoToStderr() {
         let handler = JournalLogHandler(label: "test", identifier: "dbus-tests", journalSocket: "/nonexistent/socket")
-        XCTAssertFalse(handler.usesJournal)
+        #expect(!handler.usesJournal)
         let event = LogEvent(
             level: .info, message: "hello", metadata: nil, source: "t", file: "f.swift", function: "f()", line: 1)
-        XCTAssertEqual(
-            JournalLogHandler.line(event, metadata: ["vm": "demo"], label: "test", identifier: "dbus-tests"),
-            "dbus-tests[test] info: hello vm=demo\n")
+        #expect(
+            JournalLogHandler.line(event, metadata: ["vm": "demo"], label: "test", identifier: "dbus-tests")
+                == "dbus-tests[test] info: hello vm=demo\n")
         var logger = Logger(label: "test") { _ in handler }
         logger[metadataKey: "vm"] = "demo"
         logger.info("written to stderr")  // must not crash without a journal
