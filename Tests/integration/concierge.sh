@@ -1,0 +1,65 @@
+#!/bin/bash
+# concierge end to end on the testbed's system bus, as a user drives it: D-Bus activation starts
+# vmtools-concierge.service (systemd, Type=notify, hardened); StartVm with the default image
+# gives a configured VM (VmStarted, CID, /30 on a TAP, maitred reachable); the guest and host
+# ping each other; ListVms/GetVmInfo agree; bad calls and strangers get named errors; a
+# concierge killed with its VM running re-adopts it; StopVm frees CID, subnet and TAP; stopping
+# the unit stops the VMs.
+source "$(dirname "$0")/lib.sh"
+dest=org.vmtools.Concierge
+path=/org/vmtools/Concierge
+c() { busctl --system call "$dest" "$path" "$dest" "$@"; }
+json() { busctl --system --json=short call "$dest" "$path" "$dest" "$@"; }
+export -f c json
+export dest path
+work=$(mktemp -d)
+
+busctl --system monitor --match "type='signal',interface='$dest'" >"$work/signals" 2>&1 &
+monitor=$!
+sleep 1
+
+started=$(date +%s%N)
+check "StartVm (D-Bus activation starts concierge) boots the default image to a configured VM" \
+  bash -c "json StartVm 'sa{sv}' demo 2 memory_mib u 512 cpus u 2 >$work/info.json; s=\$?; cat $work/info.json; [ \$s -eq 0 ]"
+echo "       | StartVm took $(( ($(date +%s%N) - started) / 1000000 )) ms"
+info() { python3 -c "import json,sys; d=json.load(open('$work/info.json'))['data'][0]; print(d['$1']['data'])"; }
+cid=$(info cid); ip=$(info ipv4); host=$(info host_ipv4); tap=$(info tap); maitred=$(info maitred_socket)
+pid=$(info pid)
+check "the unit runs under systemd with its hardening" \
+  bash -c "systemctl is-active vmtools-concierge && systemctl show -p CapabilityBoundingSet vmtools-concierge | grep -qx 'CapabilityBoundingSet=cap_net_admin'"
+check "the VM got CID 3, the first /30 (100.115.92.26) and a TAP with the host's end" \
+  bash -c "[ '$cid' = 3 ] && [ '$ip' = 100.115.92.26 ] && [ '$host' = 100.115.92.25 ] && ip -4 -o addr show dev '$tap' | grep -q 'inet 100.115.92.25/30'"
+check "VmStarting and VmStarted were signalled" bash -c "grep -q VmStarting $work/signals && grep -q VmStarted $work/signals"
+x() { timeout 60 vmtoolsctl exec --socket "$maitred" "$@"; }
+export -f x; export maitred
+check "maitred in the VM answers through concierge's per-VM socket; the hostname is the VM's name" \
+  bash -c "[ \"\$(x -- hostname)\" = demo ]"
+check "the guest pings the host over the TAP, and the host pings the guest" \
+  bash -c "x -- ping -c 2 -W 5 $host && ping -c 2 -W 5 $ip"
+check "the guest's clock was set from the host's" bash -c "g=\$(x -- date +%s); h=\$(date +%s); [ \$((h - g)) -lt 30 ] && [ \$((g - h)) -lt 30 ]"
+check "ListVms and GetVmInfo agree" \
+  bash -c "c ListVms | grep -q '\"name\" s \"demo\"' && c GetVmInfo s demo | grep -q '\"cid\" u 3'"
+
+check "bad input: an unknown option is InvalidArgs, a second demo is AlreadyExists, a missing VM NotFound" \
+  bash -c "c StartVm 'sa{sv}' x 1 bogus s y 2>&1 | grep -q 'unknown option bogus' && c StartVm 'sa{sv}' demo 0 2>&1 | grep -q 'already exists' && c StopVm s nope 2>&1 | grep -q 'no VM named nope'"
+check "a caller who is not root (nor in group vmtools) is refused by the bus policy" \
+  bash -c "out=\$(setpriv --reuid=65534 --regid=65534 --clear-groups busctl --system call $dest $path $dest ListVms 2>&1); echo \"\$out\"; echo \"\$out\" | grep -qi 'denied'"
+
+check "concierge killed with its VM running: the restarted concierge re-adopts the VM" \
+  bash -c "systemctl kill -s KILL vmtools-concierge; sleep 1; kill -0 $pid && c ListVms | grep -q '\"name\" s \"demo\"' && journalctl -u vmtools-concierge --no-pager | grep -q 're-adopted VM demo'"
+check "StopVm powers the guest off and frees everything: vmm gone, TAP gone, CID reusable" \
+  bash -c "c StopVm s demo && ! kill -0 $pid 2>/dev/null && ! ip link show '$tap' 2>/dev/null && c ListVms | grep -qx 'aa{sv} 0' && grep -q 'VmStopped.*' $work/signals"
+check "a second VM gets a new CID (CIDs go round) and the freed /30" \
+  bash -c "json StartVm 'sa{sv}' two 1 memory_mib u 512 >$work/two.json && grep -q '\"cid\":{\"type\":\"u\",\"data\":4}' $work/two.json && grep -q '100.115.92.26' $work/two.json"
+two_pid=$(python3 -c "import json; print(json.load(open('$work/two.json'))['data'][0]['pid']['data'])" 2>/dev/null)
+check "stopping the unit stops its VMs cleanly" \
+  bash -c "systemctl stop vmtools-concierge && ! kill -0 ${two_pid:-0} 2>/dev/null && journalctl -u vmtools-concierge --no-pager | grep -q 'VM two stopped (service-shutdown)'"
+
+if [ "$failed" -gt 0 ]; then
+  echo "--- concierge's journal"; journalctl -u vmtools-concierge --no-pager | tail -n 30
+  echo "--- signals"; tail -n 20 "$work/signals"
+  for f in /run/vmtools/*/vmm.log /run/vmtools/*/serial.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 10 "$f"; }; done
+fi
+kill "$monitor" 2>/dev/null
+rm -rf "$work"
+finish
