@@ -120,7 +120,7 @@ let package = Package(
         .executableTarget(
             name: "concierge",
             dependencies: [
-                "ConciergeService", "DBus", "EventLoop", "Journal",
+                "ConciergeService", "DBus", "Journal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

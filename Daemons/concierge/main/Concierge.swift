@@ -6,7 +6,7 @@
 import ArgumentParser
 import ConciergeService
 import DBus
-import EventLoop
+import Dispatch
 import Journal
 import Logging
 
@@ -35,12 +35,9 @@ struct Concierge: AsyncParsableCommand {
     var startTimeout: Double = 120
 
     func run() async throws {
-        // Before any thread exists, so that only the waiting thread takes these signals.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        sigaddset(&stopSignals, SIGTERM)
-        sigaddset(&stopSignals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+        // Ignored, and watched through Dispatch: blocking them would have to happen before any
+        // thread exists, which an async main cannot promise.
+        let stopSignals = Self.watchStopSignals()
         signal(SIGPIPE, SIG_IGN)
 
         LoggingSystem.bootstrap { JournalLogHandler(label: $0, identifier: "vmtools-concierge") }
@@ -66,7 +63,7 @@ struct Concierge: AsyncParsableCommand {
         log.info("serving \(ConciergeInterface.name); vmm \(config.vmmPath); \(adopted.count) VMs re-adopted")
         _ = SystemdNotify.ready(status: "serving; \(adopted.count) VMs re-adopted")
 
-        let signal = await Self.waitForStopSignal(stopSignals)
+        let signal = await stopSignals.stream.first { _ in true } ?? SIGTERM
         log.info("signal \(signal): stopping every VM")
         _ = SystemdNotify.stopping()
         await manager.stopAll(reason: .serviceShutdown)
@@ -86,19 +83,24 @@ struct Concierge: AsyncParsableCommand {
         return "/usr/local/bin/vmm"
     }
 
-    /// Waits on a thread of its own (sigwait) for SIGTERM or SIGINT.
-    static func waitForStopSignal(_ set: sigset_t) async -> Int32 {
-        await withCheckedContinuation { continuation in
-            do {
-                try HostThread.detached(name: "signals") {
-                    var set = set
-                    var received: Int32 = 0
-                    sigwait(&set, &received)
-                    continuation.resume(returning: received)
-                }
-            } catch {
-                continuation.resume(returning: SIGTERM)
-            }
+    /// SIGTERM and SIGINT as a stream; the signals themselves are ignored.
+    static func watchStopSignals() -> StopSignals { StopSignals([SIGTERM, SIGINT]) }
+}
+
+/// Stop signals delivered through Dispatch sources, which live as long as this object.
+final class StopSignals: @unchecked Sendable {
+    let stream: AsyncStream<Int32>
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ numbers: [Int32]) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        self.stream = stream
+        sources = numbers.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
         }
     }
 }
