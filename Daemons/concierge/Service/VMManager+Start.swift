@@ -86,9 +86,10 @@ extension VMManager {
                 on: paths.startupListener, timeout: .milliseconds(Int(timeout * 1000)))
         }
         defer { listener.cancel() }
-        // vmm sends the guest's VmReady connection to this socket: it must listen first.
-        guard await Self.waitForFile(paths.startupListener, seconds: 5) else {
-            throw .failed("the startup listener \(paths.startupListener) did not come up")
+        // vmm sends the guest's VmReady connection to this socket: it must listen first. (It
+        // took over 5 s on a loaded 2-core machine: bounded by the start timeout instead.)
+        guard await Self.waitForFile(paths.startupListener, seconds: min(timeout, 60)) else {
+            throw .init(.timedOut, "the startup listener \(paths.startupListener) did not come up")
         }
 
         let arguments = vmmArguments(options, boot: boot, resources: resources, paths: paths)
