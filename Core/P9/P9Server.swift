@@ -69,6 +69,9 @@ public final class P9Server: Sendable {
         public var maxXattrBytes: Int
         /// Guest ↔ host id mapping.
         public var idMapping: P9IDMapping
+        /// Tests only: runs on the worker thread before each queued request is handled (to make
+        /// an operation slow, or hold it until a flush arrives).
+        var beforeHandling: (@Sendable (P9Request) -> Void)? = nil
 
         public init(
             root: String, readOnly: Bool = false, exportName: String? = nil, maxMessageSize: UInt32 = 1 << 20,

@@ -161,6 +161,7 @@ final class P9Session: @unchecked Sendable {
             }
             var reply: [UInt8]? = nil
             if run {
+                configuration.beforeHandling?(job.request)
                 let response: P9Response
                 do {
                     response = try handle(job.request)
