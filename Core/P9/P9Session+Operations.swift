@@ -118,6 +118,8 @@ extension P9Session {
 
     private func walk(fid: UInt32, newFid: UInt32, names: [String]) throws(P9Errno) -> P9Response {
         let start = try lookup(fid)
+        // Cloning a fid onto itself changes nothing (and keeps it open if it is).
+        if names.isEmpty && newFid == fid { return .walk(qids: []) }
         if newFid != fid, fids.withLock({ $0[newFid] != nil }) { throw P9Errno(EBADF) }
         var state = start.current
         state.use = .path

@@ -102,7 +102,9 @@ final class P9Session: @unchecked Sendable {
                 handleVersion(tag: tag, msize: size, version: version)
             case .flush(let oldTag):
                 queue.releaseSlot()
-                handleFlush(tag: tag, oldTag: oldTag)
+                guard handleFlush(tag: tag, oldTag: oldTag) else {
+                    return .protocolError("more than \(Self.maxFlushesPerTag) Tflush for tag \(oldTag)")
+                }
             default:
                 guard negotiated.load(ordering: .relaxed) else {
                     queue.releaseSlot()
@@ -138,15 +140,23 @@ final class P9Session: @unchecked Sendable {
         send(.version(msize: agreed, version: P9.version), tag: tag)
     }
 
-    private func handleFlush(tag: UInt16, oldTag: UInt16) {
-        let answerNow = inFlight.withLock { table in
+    /// Tflushes one request may collect (the Linux client sends one); more is abuse.
+    static let maxFlushesPerTag = 64
+
+    /// Answers Tflush now if `oldTag` is not in flight, or after its reply otherwise; false if
+    /// the request has collected too many flushes.
+    private func handleFlush(tag: UInt16, oldTag: UInt16) -> Bool {
+        let outcome = inFlight.withLock { table -> Bool? in
             guard var entry = table[oldTag] else { return true }
+            guard entry.flushTags.count < Self.maxFlushesPerTag else { return nil }
             entry.flushTags.append(tag)
             if !entry.started { entry.cancelled = true }
             table[oldTag] = entry
             return false
         }
+        guard let answerNow = outcome else { return false }
         if answerNow { send(.flush, tag: tag) }
+        return true
     }
 
     // MARK: - Workers

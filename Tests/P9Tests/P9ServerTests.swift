@@ -116,6 +116,10 @@ struct P9ServerTests {
         #expect(try client.call(.walk(fid: 3, newFid: 3, names: [".."])).walkCount == 1)
         #expect(try client.getattr(3).qid == qids[1])
         #expect(try client.errorOf(.walk(fid: 0, newFid: 4, names: ["a/b"])) == EINVAL)
+        // Cloning an open fid onto itself keeps it open.
+        #expect(try client.call(.walk(fid: 1, newFid: 1, names: [])).walkCount == 0)
+        guard case .read(let again) = try client.ok(.read(fid: 1, offset: 0, count: 10)) else { return }
+        #expect(again == Array(bytes(text).prefix(10)))
         try client.ok(.clunk(fid: 1))
         #expect(try client.errorOf(.clunk(fid: 1)) == EBADF)
     }
