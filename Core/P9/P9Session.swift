@@ -181,8 +181,11 @@ final class P9Session: @unchecked Sendable {
                 reply = response.encode(tag: job.tag)
             }
             writeLock.withLock { _ in
-                if let reply { write(reply) }
+                // The tag is free before its reply is out (a client may reuse it the moment it
+                // reads the reply); a Tflush that now finds it gone answers at once, but must
+                // wait for this lock, so its Rflush still follows the reply.
                 let flushes = inFlight.withLock { $0.removeValue(forKey: job.tag)?.flushTags ?? [] }
+                if let reply { write(reply) }
                 for flushTag in flushes { write(P9Response.flush.encode(tag: flushTag)) }
             }
             queue.releaseSlot()

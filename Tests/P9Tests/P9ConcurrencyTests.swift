@@ -126,10 +126,12 @@ struct P9ConcurrencyTests {
         try client.send(.readlink(fid: 77), tag: 5)
         gate.waitForHeld(1)
         try client.send(.getattr(fid: 0, mask: 0), tag: 5)
+        // Let the reader see the duplicate while the first is still held.
+        usleep(300_000)
         gate.open.store(true, ordering: .relaxed)
         // The held request still answers; then the session ends.
         var replies = 0
-        while try client.receive() != nil { replies += 1 }
+        while client.replyPending(within: 5000), try client.receive() != nil { replies += 1 }
         #expect(replies <= 1)
         for _ in 0..<200 where client.sessionEnd == nil { usleep(5000) }
         #expect(client.sessionEnd == .protocolError("tag 5 reused while in flight"))

@@ -81,6 +81,9 @@ final class P9TestClient {
             throw P9TestError(description: "socketpair: \(errno)")
         }
         fd = ends[0]
+        // A reply that never comes fails the test (EAGAIN) instead of hanging it.
+        var timeout = timeval(tv_sec: 15, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         self.server = server
         reader = P9FrameReader(fd: fd)
         try server.serveInBackground(fd: ends[1], closeWhenDone: true) { [ended] end in
