@@ -106,6 +106,12 @@ let package = Package(
             dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
             path: "Core/Journal"),
 
+        // MARK: - 9P
+        // The 9P2000.L file server seneschal runs per share: codec, confinement beneath the export
+        // root (openat2 through CP9System), fids as O_PATH descriptors, parallel requests per session.
+        .target(name: "CP9System", path: "Core/CP9System"),
+        .target(name: "P9", dependencies: ["CP9System", "EventLoop"], path: "Core/P9"),
+
         // MARK: - Daemons
 
         // concierge's logic as a library the tests drive: resource pools, persisted state, VMs,
@@ -135,6 +141,8 @@ let package = Package(
         .executableTarget(
             name: "fuzz-kernel-loader", dependencies: ["X86", "GuestMemory", "FuzzSupport"], path: "Tests/Fuzz/kernel-loader",
             exclude: ["corpus"]),
+        .executableTarget(
+            name: "fuzz-p9", dependencies: ["P9", "FuzzSupport"], path: "Tests/Fuzz/p9", exclude: ["corpus"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], path: "Tests/EventLoopTests"),
         .testTarget(
@@ -162,6 +170,7 @@ let package = Package(
             name: "DBusTests",
             dependencies: ["DBus", "Journal", "CSystemd", .product(name: "Logging", package: "swift-log")],
             path: "Tests/DBusTests"),
+        .testTarget(name: "P9Tests", dependencies: ["P9", "CP9System"], path: "Tests/P9Tests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],
     swiftLanguageModes: [.v6]
