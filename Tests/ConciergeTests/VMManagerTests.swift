@@ -131,7 +131,7 @@ struct VMManagerTests {
         for (name, pid) in [("alive", alive.pid), ("gone", gone.pid)] {
             let resources = try state.pools.allocate(for: name, config: fixture.config.pools)
             state.vms[name] = VMRecord(
-                name: name, pid: pid, startTicks: Self.startTicks(pid) ?? 1, resources: resources, tap: "none",
+                name: name, pid: pid, startTicks: VMManager.startTicks(of: pid) ?? 1, resources: resources, tap: "none",
                 cpus: 1, memoryMiB: 64, kernel: "test", startedAt: 0)
         }
         try FileManager.default.createDirectory(
@@ -159,7 +159,8 @@ struct VMManagerTests {
         var state = ConciergeState()
         let resources = try state.pools.allocate(for: "victim", config: fixture.config.pools)
         state.vms["victim"] = VMRecord(
-            name: "victim", pid: process.pid, startTicks: Self.startTicks(process.pid) ?? 1, resources: resources,
+            name: "victim", pid: process.pid, startTicks: VMManager.startTicks(of: process.pid) ?? 1,
+            resources: resources,
             tap: "none", cpus: 1, memoryMiB: 64, kernel: "test", startedAt: 0)
         try FileManager.default.createDirectory(
             atPath: fixture.config.stateDirectory, withIntermediateDirectories: true)
@@ -176,13 +177,5 @@ struct VMManagerTests {
         // Adopted, not our child: the status is not ours to read, only that it ended.
         #expect(fixture.events.withLock { $0 } == ["stopped victim exited"])
         #expect(fixture.savedState?.pools.held.isEmpty == true)
-    }
-
-    static func startTicks(_ pid: Int32) -> UInt64? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 }

@@ -59,6 +59,23 @@ static inline int clinux_tun_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
 }
 
+// MARK: - Spawning
+
+#include <signal.h>
+#include <spawn.h>
+
+/// Makes a child of posix_spawn start with no signal blocked and every signal at its default
+/// action, whatever the (multithreaded) parent blocks or handles, plus `extra_flags` (such as
+/// POSIX_SPAWN_SETSID). Returns posix_spawnattr_setflags' result.
+static inline int clinux_spawnattr_reset_signals(posix_spawnattr_t *attr, short extra_flags) {
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(attr, &none);
+    posix_spawnattr_setsigdefault(attr, &all);
+    return posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | extra_flags);
+}
+
 // MARK: - Sparse files
 
 /// lseek(2) whences that glibc hides behind _GNU_SOURCE: the next data, the next hole.

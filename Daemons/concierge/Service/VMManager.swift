@@ -135,7 +135,7 @@ public actor VMManager {
     }
 
     /// /proc/PID/stat's start time (field 22), or nil when there is no such process.
-    static func startTicks(of pid: Int32) -> UInt64? {
+    public static func startTicks(of pid: Int32) -> UInt64? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return nil }

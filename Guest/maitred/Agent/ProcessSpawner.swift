@@ -1,4 +1,5 @@
 import CGuestSystem
+import CLinux
 import GRPCCore
 
 #if canImport(Glibc)
@@ -43,19 +44,12 @@ enum ProcessSpawner {
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
 
-        // maitred's own signal mask and handlers are not the child's business.
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        var flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        var sessionFlag: Int16 = 0
 
         if let terminal = request.terminal {
             // glibc performs setsid before the file actions, so opening the terminal without
             // O_NOCTTY makes it the new session's controlling terminal.
-            flags |= cgs_spawn_setsid_flag()
+            sessionFlag = cgs_spawn_setsid_flag()
             posix_spawn_file_actions_addopen(&actions, 0, terminal, O_RDWR, 0)
             posix_spawn_file_actions_adddup2(&actions, 0, 1)
             posix_spawn_file_actions_adddup2(&actions, 0, 2)
@@ -71,7 +65,8 @@ enum ProcessSpawner {
                 throw AgentError.system("working directory \(request.workingDirectory)", errno: result)
             }
         }
-        posix_spawnattr_setflags(&attributes, flags)
+        // maitred's own signal mask and handlers are not the child's business.
+        clinux_spawnattr_reset_signals(&attributes, sessionFlag)
 
         let argv = request.argv.map { strdup($0) } + [nil]
         let environment = request.environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
