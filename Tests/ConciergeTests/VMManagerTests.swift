@@ -26,7 +26,8 @@ struct VMManagerTests {
             config.stateDirectory = "\(folder)/state"
             config.runtimeDirectory = "\(folder)/run"
             config.vmmPath = Self.builtProduct("vmm")
-            config.tapPrefix = "vt\(getpid() % 10_000)x"
+            // Unique per fixture: tests run in parallel, each would otherwise want <prefix>0.
+            config.tapPrefix = "vt\(UUID().uuidString.prefix(6).lowercased())x"
             config.stopStepSeconds = 0.5
             config.pools = PoolConfiguration(
                 firstCID: 3, lastCID: 100, subnetBase: IPv4Address("100.115.93.0") ?? IPv4Address(0), subnetCount: 4)
@@ -117,6 +118,35 @@ struct VMManagerTests {
         }
         #expect(tapGone, "the TAP went with the VMM")
         #expect(fixture.events.withLock { $0 } == ["starting broken", "stopped broken start-failed"])
+    }
+
+    @Test("a VMM whose guest never becomes ready: StartVm times out, the VMM is killed, everything is freed")
+    func neverReady() async throws {
+        try #require(getuid() == 0, "StartVm makes TAP interfaces, which needs root")
+        let fixture = try Fixture()
+        // A stand-in for vmm that runs but boots nothing: this machine's KVM cannot boot a guest
+        // that would hang, and a missing VmReady is what is under test. It holds the TAP (fd 3)
+        // as vmm would, so the TAP's end shows the stand-in's end.
+        let script = "\(fixture.folder)/hanging-vmm"
+        try "#!/bin/sh\nexec sleep 600\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        var config = fixture.config
+        config.vmmPath = script
+        let manager = try VMManager(config: config, log: { _ in }) { _ in }
+        var options = VMOptions(name: "silent")
+        options.image = "fake"
+        options.timeoutSeconds = 2
+        await #expect { try await manager.start(options) } throws: { error in
+            (error as? ConciergeError)?.kind == .timedOut && "\(error)".contains("did not become ready within 2 s")
+        }
+        var tapGone = false
+        for _ in 0..<250 where !tapGone {
+            tapGone = if_nametoindex("\(config.tapPrefix)0") == 0
+            if !tapGone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(tapGone, "the stand-in was killed, and its TAP went with it")
+        #expect(fixture.savedState?.pools.held.isEmpty == true && fixture.savedState?.vms.isEmpty == true)
+        #expect(!FileManager.default.fileExists(atPath: config.runtimeDirectory(of: "silent")))
     }
 
     @Test("a restart re-adopts a VMM that still runs, frees one that is gone, and StopVm climbs to SIGTERM")

@@ -102,25 +102,33 @@ extension VMManager {
         }
         // vmm holds its own copy of the TAP now; ours closes when `tap` goes, and the TAP
         // lives exactly as long as the VMM.
-        let ready = await firstOf(listener, orExitOf: process)
-        let readyRequest: Vmtools_Guest_VmReadyRequest
-        switch ready {
-        case .ready(let request): readyRequest = request
-        case .listenerFailed(let error):
-            throw error is CancellationError
-                ? .failed("StartVm for \(name) was cancelled")
-                : .init(
-                    .timedOut, "VM \(name) did not become ready within \(Int(timeout)) s: \(error)\(vmmLogTail(paths))")
-        case .exited(let termination):
-            throw .failed("vmm for \(name) \(termination) before the guest was ready\(vmmLogTail(paths))")
+        do throws(ConciergeError) {
+            let readyRequest: Vmtools_Guest_VmReadyRequest
+            switch await firstOf(listener, orExitOf: process) {
+            case .ready(let request): readyRequest = request
+            case .listenerFailed(let error):
+                throw error is CancellationError
+                    ? .failed("StartVm for \(name) was cancelled")
+                    : .init(
+                        .timedOut,
+                        "VM \(name) did not become ready within \(Int(timeout)) s: \(error)\(vmmLogTail(paths))")
+            case .exited(let termination):
+                throw .failed("vmm for \(name) \(termination) before the guest was ready\(vmmLogTail(paths))")
+            }
+            _ = tap
+            try await configureGuest(paths: paths, subnet: subnet)
+            let record = VMRecord(
+                name: name, pid: process.pid, startTicks: Self.startTicks(of: process.pid) ?? 0, resources: resources,
+                tap: tapName, cpus: options.cpus, memoryMiB: options.memoryMiB, kernel: readyRequest.kernelRelease,
+                startedAt: Date().timeIntervalSince1970)
+            return (process, info(for: record, state: "running"), record)
+        } catch {
+            // A VMM that runs but whose guest never got ready, or could not be configured, goes
+            // too; the caller frees what it held.
+            process.signal(SIGKILL)
+            _ = await process.terminated()
+            throw error
         }
-        _ = tap
-        try await configureGuest(paths: paths, subnet: subnet)
-        let record = VMRecord(
-            name: name, pid: process.pid, startTicks: Self.startTicks(of: process.pid) ?? 0, resources: resources,
-            tap: tapName, cpus: options.cpus, memoryMiB: options.memoryMiB, kernel: readyRequest.kernelRelease,
-            startedAt: Date().timeIntervalSince1970)
-        return (process, info(for: record, state: "running"), record)
     }
 
     /// vmm's command line for this VM.
