@@ -135,9 +135,11 @@ struct VMManagerTests {
         let manager = try VMManager(config: config, log: { _ in }) { _ in }
         var options = VMOptions(name: "silent")
         options.image = "fake"
-        options.timeoutSeconds = 2
+        // Long enough for the startup listener to come up under the whole parallel suite
+        // (it took over 2 s in CI), so that the stand-in is started and then waited out.
+        options.timeoutSeconds = 15
         await #expect { try await manager.start(options) } throws: { error in
-            (error as? ConciergeError)?.kind == .timedOut && "\(error)".contains("did not become ready within 2 s")
+            (error as? ConciergeError)?.kind == .timedOut && "\(error)".contains("did not become ready within 15 s")
         }
         var tapGone = false
         for _ in 0..<250 where !tapGone {
