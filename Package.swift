@@ -87,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "vmtoolsctl",
             dependencies: [
-                "GuestClient", "GuestProtocol",
+                "GuestClient", "GuestProtocol", "DBus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -136,10 +136,12 @@ let package = Package(
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
         .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
         .executableTarget(
-            name: "fuzz-virtqueue", dependencies: ["Virtio", "GuestMemory", "FuzzSupport"], path: "Tests/Fuzz/virtqueue",
+            name: "fuzz-virtqueue", dependencies: ["Virtio", "GuestMemory", "FuzzSupport"],
+            path: "Tests/Fuzz/virtqueue",
             exclude: ["corpus"]),
         .executableTarget(
-            name: "fuzz-kernel-loader", dependencies: ["X86", "GuestMemory", "FuzzSupport"], path: "Tests/Fuzz/kernel-loader",
+            name: "fuzz-kernel-loader", dependencies: ["X86", "GuestMemory", "FuzzSupport"],
+            path: "Tests/Fuzz/kernel-loader",
             exclude: ["corpus"]),
         .executableTarget(
             name: "fuzz-p9", dependencies: ["P9", "FuzzSupport"], path: "Tests/Fuzz/p9", exclude: ["corpus"]),

@@ -11,6 +11,7 @@ struct Exec: AsyncParsableCommand {
         discussion: "Exits with the command's status (128 + N when signal N killed it).")
 
     @OptionGroup var endpoint: EndpointOptions
+    @OptionGroup var bus: BusOptions
 
     @Option(name: .customLong("env"), help: "KEY=VALUE for the command's environment (repeatable).")
     var environment: [String] = []
@@ -24,11 +25,15 @@ struct Exec: AsyncParsableCommand {
     @Flag(help: "Pass this command's standard input to the guest command.")
     var stdin = false
 
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
-    var command: [String] = []
+    @Argument(
+        parsing: .captureForPassthrough,
+        help: "The VM's name (unless --vsock or --socket), then -- and the command with its arguments.")
+    var words: [String] = []
 
     mutating func run() async throws {
-        let argv = command.first == "--" ? Array(command.dropFirst()) : command
+        if EndpointOptions.asksForHelp(words) { throw CleanExit.helpRequest(self) }
+        let (target, argv) = try await endpoint.resolve(
+            words, defaultPort: GuestEndpoint.maitredPort, socketField: "maitred_socket", bus: bus)
         guard !argv.isEmpty else { throw ValidationError("name a command after --") }
         var request = Vmtools_Guest_LaunchProcessRequest()
         request.argv = argv
@@ -43,7 +48,6 @@ struct Exec: AsyncParsableCommand {
         request.wait = !detach
         if stdin { request.stdin = FileHandle.standardInput.readDataToEndOfFile() }
 
-        let target = endpoint.endpoint(defaultPort: GuestEndpoint.maitredPort)
         let response = try await guestCall {
             try await target.withClient { client in
                 try await Vmtools_Guest_Maitred.Client(wrapping: client).launchProcess(request)

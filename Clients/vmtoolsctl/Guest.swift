@@ -18,8 +18,9 @@ struct Guest: AsyncParsableCommand {
         _ endpoint: EndpointOptions,
         _ body: @escaping @Sendable (Vmtools_Guest_Maitred.Client<HTTP2Transport>) async throws -> T
     ) async throws -> T {
-        try await guestCall {
-            try await endpoint.endpoint(defaultPort: GuestEndpoint.maitredPort).withClient { client in
+        let target = try endpoint.endpoint(defaultPort: GuestEndpoint.maitredPort)
+        return try await guestCall {
+            try await target.withClient { client in
                 try await body(Vmtools_Guest_Maitred.Client(wrapping: client))
             }
         }
@@ -44,7 +45,9 @@ extension Guest {
         mutating func run() async throws {
             let ready: Vmtools_Guest_VmReadyRequest
             if let listen, listen.hasPrefix("vsock:") {
-                guard let port = UInt32(listen.dropFirst(6)) else { throw ValidationError("\(listen) is not vsock:PORT") }
+                guard let port = UInt32(listen.dropFirst(6)) else {
+                    throw ValidationError("\(listen) is not vsock:PORT")
+                }
                 ready = try await guestCall { [timeout] in
                     try await StartupListener.waitForReady(vsockPort: port, timeout: .seconds(timeout))
                 }

@@ -17,17 +17,23 @@ struct Shell: AsyncParsableCommand {
     )
 
     @OptionGroup var endpoint: EndpointOptions
+    @OptionGroup var bus: BusOptions
 
     @Flag(inversion: .prefixedNo, help: "Give the session a terminal (default: when stdin is one).")
     var tty: Bool?
 
-    @Argument(parsing: .captureForPassthrough, help: "A command to run instead of the login shell (after --).")
-    var command: [String] = []
+    @Argument(
+        parsing: .captureForPassthrough,
+        help: "The VM's name (unless --vsock or --socket), then -- and a command to run instead of the login shell.")
+    var words: [String] = []
 
     mutating func run() async throws {
         let useTerminal = tty ?? (isatty(0) == 1)
         var start = Vmtools_Guest_ShellStart()
-        start.argv = command.first == "--" ? Array(command.dropFirst()) : command
+        if EndpointOptions.asksForHelp(words) { throw CleanExit.helpRequest(self) }
+        let (target, command) = try await endpoint.resolve(
+            words, defaultPort: GuestEndpoint.shellPort, socketField: "shell_socket", bus: bus)
+        start.argv = command
         start.tty = useTerminal
         if let term = ProcessInfo.processInfo.environment["TERM"], useTerminal { start.env["TERM"] = term }
         if useTerminal, let size = Terminal.size() {
@@ -61,7 +67,6 @@ struct Shell: AsyncParsableCommand {
             sink.yield(.endOfInput)
         }
 
-        let target = endpoint.endpoint(defaultPort: GuestEndpoint.shellPort)
         let exit = try await guestCall {
             try await ShellClient.run(target, start: start, input: input) { bytes, isError in
                 writeOut(bytes, to: isError ? 2 : 1)

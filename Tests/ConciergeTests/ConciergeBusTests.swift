@@ -68,8 +68,13 @@ final class ConciergeBusTests {
     }
 
     /// Runs a short-lived command, 30 s at most, and returns its status and merged output.
-    static func run(_ command: [String]) async throws -> (status: Int32, out: String) {
+    static func run(_ command: [String], environment: [String: String] = [:]) async throws -> (
+        status: Int32, out: String
+    ) {
         let process = Process()
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         let pipe = Pipe()
@@ -168,5 +173,83 @@ final class ConciergeBusTests {
         try #require(getuid() == 0, "calling as another user (setpriv) needs root")
         let refused = try await call("ListVms", as: 65534)
         #expect(refused.status != 0 && refused.out.contains("uid 65534 may not manage VMs"), "\(refused.out)")
+    }
+
+    // MARK: - Pools over D-Bus
+
+    @Test("no /30 left: StartVm is org.vmtools.Error.ResourceExhausted naming the pool, and nothing is held")
+    func exhausted() async throws {
+        var config = fixture.config
+        config.stateDirectory = "\(fixture.folder)/exhausted"
+        config.pools.subnetCount = 0
+        try FileManager.default.createDirectory(atPath: config.stateDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: config.imagesDirectory, withDestinationPath: fixture.config.imagesDirectory)
+        let manager = try VMManager(config: config, log: { _ in }) { _ in }
+        let server = try await DBusConnection.open(.address(address))
+        _ = try await server.export(
+            ConciergeInterface.make(manager: manager, disks: DiskImages(config: config)) { _ throws(DBusError) in },
+            at: ConciergeInterface.path)
+        let client = try await DBusConnection.open(.address(address))
+        await #expect {
+            _ = try await client.call(
+                destination: server.uniqueName, path: ConciergeInterface.path, interface: ConciergeInterface.name,
+                member: "StartVm", [.string("demo"), .options(["image": .string("fake")])])
+        } throws: { error in
+            guard let error = error as? DBusError else { return false }
+            return error.name == "org.vmtools.Error.ResourceExhausted" && error.message.contains("IPv4 subnets")
+        }
+        #expect(await manager.list().isEmpty)
+        let saved = try StateFile<ConciergeState>(path: config.stateFile).load()
+        #expect(saved?.pools.held.isEmpty ?? true, "nothing stays allocated")
+        await client.close()
+        await server.close()
+    }
+
+    // MARK: - vmtoolsctl
+
+    /// The vmtoolsctl built beside the tests, on this bus (as the system bus), as `uid` if given.
+    func vmtoolsctl(_ arguments: String..., as uid: UInt32? = nil) async throws -> (status: Int32, out: String) {
+        var command = [VMManagerTests.Fixture.builtProduct("vmtoolsctl")] + arguments
+        if let uid { command = ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups"] + command }
+        return try await Self.run(command, environment: ["DBUS_SYSTEM_BUS_ADDRESS": address])
+    }
+
+    @Test("vmtoolsctl lists VMs, manages disks and says what went wrong in one line")
+    func commandLine() async throws {
+        let none = try await vmtoolsctl("list")
+        #expect(none.status == 0 && none.out.contains("no VMs running"), "\(none.out)")
+        let noneJSON = try await vmtoolsctl("list", "--json")
+        #expect((try? JSONSerialization.jsonObject(with: Data(noneJSON.out.utf8))) as? [Any] != nil, "\(noneJSON.out)")
+
+        let created = try await vmtoolsctl("disk", "create", "scratch", "--size", "2M")
+        #expect(created.status == 0 && created.out.contains("/disks/scratch.img"), "\(created.out)")
+        let table = try await vmtoolsctl("disk", "list")
+        #expect(table.out.contains("scratch") && table.out.contains("2.0M"), "\(table.out)")
+        let json = try await vmtoolsctl("disk", "list", "--json")
+        let disks = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [[String: Any]]
+        #expect(disks?.first?["size_bytes"] as? Int == 2 << 20, "\(json.out)")
+        let badSize = try await vmtoolsctl("disk", "create", "other", "--size", "lots")
+        #expect(badSize.status != 0 && badSize.out.contains("--size lots is not a size"), "\(badSize.out)")
+        #expect(try await vmtoolsctl("disk", "destroy", "scratch").status == 0)
+        let gone = try await vmtoolsctl("disk", "destroy", "scratch")
+        #expect(gone.status == 1 && gone.out.contains("no disk named scratch (NotFound)"), "\(gone.out)")
+
+        let info = try await vmtoolsctl("info", "nope")
+        #expect(info.status == 1 && info.out.contains("no VM named nope (NotFound)"), "\(info.out)")
+        let shell = try await vmtoolsctl("shell", "nope", "--", "true")
+        #expect(shell.status == 1 && shell.out.contains("no VM named nope"), "\(shell.out)")
+        let unnamed = try await vmtoolsctl("exec", "--", "true")
+        #expect(unnamed.status != 0 && unnamed.out.contains("name a VM"), "\(unnamed.out)")
+        let badStart = try await vmtoolsctl("start", "x", "--cpus", "0")
+        #expect(
+            badStart.status == 1 && badStart.out.contains("cpus 0 is outside 1–32 (InvalidArgument)"), "\(badStart.out)"
+        )
+        if getuid() == 0 {
+            let stranger = try await vmtoolsctl("list", as: 65534)
+            #expect(
+                stranger.status == 1 && stranger.out.contains("may not manage VMs")
+                    && stranger.out.contains("group vmtools"), "\(stranger.out)")
+        }
     }
 }

@@ -13,6 +13,9 @@ public struct ConciergeConfiguration: Sendable {
     public var startTimeoutSeconds: Double = 120
     /// How long each step of stopping a VM may take (Shutdown, the control socket, SIGTERM).
     public var stopStepSeconds: Double = 10
+    /// The group whose members may reach a VM's shell and agent sockets and read its logs
+    /// (the group that may call concierge); nothing is shared when the group does not exist.
+    public var userGroup = "vmtools"
 
     public init() {}
 

@@ -9,6 +9,7 @@ public struct ConciergeError: Error, Equatable, CustomStringConvertible {
         case timedOut = "TimedOut"
         case failed = "Failed"
         case accessDenied = "AccessDenied"
+        case busy = "Busy"
     }
 
     public let kind: Kind

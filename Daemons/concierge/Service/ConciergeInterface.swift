@@ -60,7 +60,11 @@ public enum ConciergeInterface {
             return [.string(path)]
         }
         method("DestroyDiskImage", in: "s", inputNames: ["name"]) { call in
-            try disks.destroy(try call.argument(0, as: String.self))
+            let name = try call.argument(0, as: String.self)
+            if VMOptions.validName(name), let user = await manager.vmUsing(disk: disks.path(of: name)) {
+                throw ConciergeError(.busy, "the disk \(name) is in use by VM \(user)")
+            }
+            try disks.destroy(name)
             return []
         }
         method("ListDiskImages", out: "aa{sv}", outputNames: ["disks"]) { _ in

@@ -14,14 +14,22 @@ extension VMManager {
     /// MAC (persisted); make the TAP; spawn vmm with the TAP's descriptor; wait for maitred's
     /// VmReady; configure the guest's network and clock. Any failure undoes all of it.
     public func start(_ options: VMOptions) async throws(ConciergeError) -> VMInfo {
+        let options = options.resolvingDiskNames(disksDirectory: config.disksDirectory)
         try options.validate()
         let name = options.name
         guard running[name] == nil, !starting.contains(name) else {
             throw .init(.alreadyExists, "VM \(name) already exists")
         }
+        try checkDiskSharing(options)
         let boot = try options.bootFiles(imagesDirectory: config.imagesDirectory)
         starting.insert(name)
         defer { starting.remove(name) }
+        startingDisks[name] = (
+            Set((options.disks + options.writableDisks).map(Self.canonicalPath)),
+            Set(options.writableDisks.map(Self.canonicalPath))
+        )
+        defer { startingDisks[name] = nil }
+        defer { startingProcesses[name] = nil }
         events(.starting(name: name))
 
         let resources: VMResources
@@ -100,6 +108,7 @@ extension VMManager {
         } catch {
             throw .failed("starting vmm for \(name): \(error)")
         }
+        startingProcesses[name] = process
         // vmm holds its own copy of the TAP now; ours closes when `tap` goes, and the TAP
         // lives exactly as long as the VMM.
         do throws(ConciergeError) {
@@ -117,10 +126,15 @@ extension VMManager {
             }
             _ = tap
             try await configureGuest(paths: paths, subnet: subnet)
+            if let gid = VMPaths.groupID(config.userGroup) {
+                for failure in paths.share(withGroup: gid) {
+                    log("VM \(name): sharing with group \(config.userGroup): \(failure)")
+                }
+            }
             let record = VMRecord(
                 name: name, pid: process.pid, startTicks: Self.startTicks(of: process.pid) ?? 0, resources: resources,
                 tap: tapName, cpus: options.cpus, memoryMiB: options.memoryMiB, kernel: readyRequest.kernelRelease,
-                startedAt: Date().timeIntervalSince1970)
+                startedAt: Date().timeIntervalSince1970, disks: options.disks, writableDisks: options.writableDisks)
             return (process, info(for: record, state: "running"), record)
         } catch {
             // A VMM that runs but whose guest never got ready, or could not be configured, goes

@@ -80,3 +80,15 @@ extension VMManager {
         return String(decoding: reply, as: UTF8.self)
     }
 }
+
+extension VMManager {
+    /// Ends the starts under way (concierge is going away): their vmm is killed, so that each
+    /// StartVm fails and frees what it held instead of leaving a VM that nobody recorded.
+    public func abortStarts() async {
+        for (name, process) in startingProcesses {
+            log("VM \(name) was still starting: stopping its vmm")
+            process.signal(SIGKILL)
+            _ = await process.terminated(within: config.stopStepSeconds)
+        }
+    }
+}

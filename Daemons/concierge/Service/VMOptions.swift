@@ -27,6 +27,18 @@ public struct VMOptions: Sendable, Equatable {
             && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
     }
 
+    /// The options with disk image names (`vmtoolsctl disk create NAME`) made paths under
+    /// `disksDirectory`; paths stay as they are.
+    func resolvingDiskNames(disksDirectory: String) -> VMOptions {
+        var resolved = self
+        func path(_ disk: String) -> String {
+            disk.hasPrefix("/") || !Self.validName(disk) ? disk : "\(disksDirectory)/\(disk).img"
+        }
+        resolved.disks = disks.map(path)
+        resolved.writableDisks = writableDisks.map(path)
+        return resolved
+    }
+
     /// The kernel and initrd to boot, checked to exist and be readable.
     func bootFiles(imagesDirectory: String) throws(ConciergeError) -> (kernel: String, initrd: String) {
         let kernel: String
@@ -65,7 +77,9 @@ public struct VMOptions: Sendable, Equatable {
             throw .invalid("memory_mib \(memoryMiB) is outside 64–1048576")
         }
         for disk in disks + writableDisks {
-            guard disk.hasPrefix("/") else { throw .invalid("the disk path '\(disk)' must be absolute") }
+            guard disk.hasPrefix("/") else {
+                throw .invalid("the disk '\(disk)' is neither a disk image name nor an absolute path")
+            }
             guard FileManager.default.fileExists(atPath: disk) else {
                 throw .init(.notFound, "the disk \(disk) does not exist")
             }

@@ -12,10 +12,14 @@ public struct VMRecord: Codable, Sendable, Equatable {
     public var kernel: String
     /// Seconds since the epoch when the guest became ready.
     public var startedAt: Double
+    /// The disk files it was given, read-only and writable (absent in state from before they were
+    /// recorded).
+    public var disks: [String]?
+    public var writableDisks: [String]?
 
     public init(
         name: String, pid: Int32, startTicks: UInt64, resources: VMResources, tap: String, cpus: Int, memoryMiB: Int,
-        kernel: String, startedAt: Double
+        kernel: String, startedAt: Double, disks: [String] = [], writableDisks: [String] = []
     ) {
         self.name = name
         self.pid = pid
@@ -26,6 +30,8 @@ public struct VMRecord: Codable, Sendable, Equatable {
         self.memoryMiB = memoryMiB
         self.kernel = kernel
         self.startedAt = startedAt
+        self.disks = disks
+        self.writableDisks = writableDisks
     }
 }
 

@@ -64,9 +64,18 @@ struct Concierge: AsyncParsableCommand {
         _ = SystemdNotify.ready(status: "serving; \(adopted.count) VMs re-adopted")
 
         let signal = await stopSignals.stream.first { _ in true } ?? SIGTERM
-        log.info("signal \(signal): stopping every VM")
         _ = SystemdNotify.stopping()
-        await manager.stopAll(reason: .serviceShutdown)
+        await manager.abortStarts()
+        // `systemctl restart` (an upgrade, say) keeps the VMs: the next concierge re-adopts them.
+        // A stop, a shutdown or Ctrl-C stops them cleanly.
+        let job = signal == SIGTERM ? await connection.systemdJobType() : nil
+        if job == "restart" || job == "try-restart" {
+            let names = await manager.list().map(\.name)
+            log.info("signal \(signal) for a restart: leaving \(names.count) VMs running for the next concierge")
+        } else {
+            log.info("signal \(signal) (job \(job ?? "none")): stopping every VM")
+            await manager.stopAll(reason: .serviceShutdown)
+        }
         await connection.close()
     }
 
