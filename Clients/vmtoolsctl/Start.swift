@@ -109,7 +109,7 @@ final class Progress {
         }
         let timer = DispatchSource.makeTimerSource(queue: .global())
         let started = self.started
-        timer.schedule(deadline: .now(), repeating: .milliseconds(500))
+        timer.schedule(deadline: .now(), repeating: .seconds(1))
         timer.setEventHandler {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
             writeOut(Array("\r\u{1B}[K\(label)… \(String(format: "%.0f", seconds)) s".utf8), to: 2)

@@ -20,7 +20,9 @@ public enum StartupListener {
     }
 
     /// Waits up to `timeout` for VmReady on the host's AF_VSOCK `port` (any CID).
-    public static func waitForReady(vsockPort port: UInt32, timeout: Duration) async throws -> Vmtools_Guest_VmReadyRequest {
+    public static func waitForReady(vsockPort port: UInt32, timeout: Duration) async throws
+        -> Vmtools_Guest_VmReadyRequest
+    {
         try await waitForReady(at: .vsock(contextID: .any, port: .init(rawValue: port)), timeout: timeout)
     }
 
@@ -32,9 +34,13 @@ public enum StartupListener {
         let server = GRPCServer(
             transport: .http2NIOPosix(address: address, transportSecurity: .plaintext),
             services: [service])
+        // Not a child of the group: cancelling a server whose accepted connections are still
+        // queued traps in NIO ("Deinited NIOAsyncWriter without calling finish()", when several
+        // guests call at once). It ends by graceful shutdown instead, and is awaited.
+        let serving = Task { try await server.serve() }
         return try await withThrowingTaskGroup(of: Vmtools_Guest_VmReadyRequest?.self) { group in
             group.addTask {
-                try await server.serve()
+                try await serving.value
                 return nil
             }
             group.addTask { await service.firstCall() }

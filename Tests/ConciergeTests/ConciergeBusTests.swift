@@ -40,9 +40,9 @@ final class ConciergeBusTests {
         connection = try await DBusConnection.open(.address(address))
         let signals = ConciergeSignals(connection: connection) { _ in }
         manager = try VMManager(config: fixture.config, log: { _ in }) { signals.emit($0) }
-        let interface = ConciergeInterface.make(manager: manager, disks: DiskImages(config: fixture.config)) {
-            sender throws(DBusError) in try CallerPolicy().authorize(sender)
-        }
+        let interface = ConciergeInterface.make(
+            manager: manager, disks: DiskImages(config: fixture.config), runningVMs: { signals.runningVMs }
+        ) { sender throws(DBusError) in try CallerPolicy().authorize(sender) }
         _ = try await connection.export(interface, at: ConciergeInterface.path)
         try await connection.requestName(ConciergeInterface.name)
     }
@@ -126,6 +126,11 @@ final class ConciergeBusTests {
         #expect(missing.status != 0 && missing.out.contains("no VM named nope"), "\(missing.out)")
         let listed = try await call("ListVms")
         #expect(listed.status == 0 && listed.out.trimmingCharacters(in: .whitespacesAndNewlines) == "aa{sv} 0")
+        let property = try await Self.run([
+            "/usr/bin/busctl", "--address=\(address)", "get-property", ConciergeInterface.name, ConciergeInterface.path,
+            ConciergeInterface.name, "RunningVms",
+        ])
+        #expect(property.out.trimmingCharacters(in: .whitespacesAndNewlines) == "as 0", "\(property.out)")
     }
 
     @Test("a StartVm that fails says why, as org.vmtools.Error.Failed, with VmStarting then VmStopped")

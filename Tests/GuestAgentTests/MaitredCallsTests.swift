@@ -125,6 +125,31 @@ import Testing
         #expect(access(path, F_OK) != 0)
     }
 
+    @Test("guests calling VmReady all at once: the listener returns the first and ends cleanly, again and again")
+    func startupListenerUnderManyCallers() async throws {
+        for round in 0..<10 {
+            let path = "/tmp/ready-many-\(getpid())-\(round).sock"
+            let listener = Task { try await StartupListener.waitForReady(on: path, timeout: .seconds(20)) }
+            for _ in 0..<2000 where access(path, F_OK) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+            await withTaskGroup(of: Void.self) { group in
+                for guest in 0..<8 {
+                    group.addTask {
+                        var request = Vmtools_Guest_VmReadyRequest()
+                        request.kernelRelease = "guest-\(guest)"
+                        _ = try? await withGRPCClient(
+                            transport: .http2NIOPosix(
+                                target: .unixDomainSocket(path: path), transportSecurity: .plaintext)
+                        ) { client in
+                            try await Vmtools_Guest_StartupListener.Client(wrapping: client).vmReady(request)
+                        }
+                    }
+                }
+            }
+            let ready = try await listener.value
+            #expect(ready.kernelRelease.hasPrefix("guest-"))
+        }
+    }
+
     @Test func vmReadyReachesTheStartupListener() async throws {
         try await TestAgent.with(notifyReady: true) { agent in
             let ready = try await StartupListener.waitForReady(on: agent.readySocket, timeout: .seconds(20))

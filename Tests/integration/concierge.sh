@@ -49,8 +49,8 @@ check "the guest pings the host over the TAP, and the host pings the guest" \
 check "NAT: the guest reaches an address beyond the host (a namespace with no route back to the VMs)" \
   bash -c "systemctl is-active vmtools-network && ip netns add outside && ip link add vmt-out type veth peer name vmt-in netns outside && ip addr add 203.0.113.1/24 dev vmt-out && ip link set vmt-out up && ip -n outside addr add 203.0.113.2/24 dev vmt-in && ip -n outside link set vmt-in up && x -- ping -c 2 -W 5 203.0.113.2"
 check "the guest's clock was set from the host's" bash -c "g=\$(x -- date +%s); h=\$(date +%s); [ \$((h - g)) -lt 30 ] && [ \$((g - h)) -lt 30 ]"
-check "ListVms and GetVmInfo agree" \
-  bash -c "c ListVms | grep -q '\"name\" s \"demo\"' && c GetVmInfo s demo | grep -q '\"cid\" u 3'"
+check "ListVms, GetVmInfo and the RunningVms property agree" \
+  bash -c "c ListVms | grep -q '\"name\" s \"demo\"' && c GetVmInfo s demo | grep -q '\"cid\" u 3' && busctl --system get-property $dest $path $dest RunningVms | grep -qx 'as 1 \"demo\"'"
 
 check "vmtoolsctl: list and info show demo; shell demo -- uname -r runs in the guest" \
   bash -c "vmtoolsctl list | tee /dev/stderr | grep -q '^demo  *running  *3 ' && k=\$(timeout 60 vmtoolsctl shell demo -- uname -r) && vmtoolsctl info demo | tee /dev/stderr | grep -q \"^kernel  *\$k\$\""

@@ -15,10 +15,12 @@ public enum ConciergeInterface {
         "memory_mib": "u", "params": "s", "root": "s", "timeout_s": "u",
     ]
 
-    /// The interface, served by `manager` and `disks`; `authorize` runs before every method
-    /// (the bus policy already keeps strangers out; this is the second lock).
+    /// The interface, served by `manager` and `disks`, with property `RunningVms` read from
+    /// `runningVMs` (on the bus thread: a snapshot, see ``ConciergeSignals``); `authorize` runs
+    /// before every method (the bus policy already keeps strangers out; this is the second lock).
     public static func make(
-        manager: VMManager, disks: DiskImages, authorize: @escaping @Sendable (DBusSender) throws(DBusError) -> Void
+        manager: VMManager, disks: DiskImages, runningVMs: @escaping @Sendable () -> [String] = { [] },
+        authorize: @escaping @Sendable (DBusSender) throws(DBusError) -> Void
     ) -> DBusInterface {
         var interface = DBusInterface(name)
         func method(
@@ -80,6 +82,7 @@ public enum ConciergeInterface {
                     })
             ]
         }
+        interface.property("RunningVms", of: [String].self, get: runningVMs)
         interface.signal("VmStarting", signature: "s", names: ["name"])
         interface.signal("VmStarted", signature: "sa{sv}", names: ["name", "info"])
         interface.signal("VmStopping", signature: "s", names: ["name"])

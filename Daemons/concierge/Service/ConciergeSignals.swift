@@ -1,13 +1,23 @@
 import DBus
+import Synchronization
 
-/// Turns VM events into the interface's D-Bus signals, emitted in the order they happened.
+/// Turns VM events into the interface's D-Bus signals, emitted in the order they happened, and
+/// keeps the `RunningVms` property's value (a snapshot the bus thread can read without waiting
+/// for the VM manager), announcing each change with PropertiesChanged.
 public final class ConciergeSignals: Sendable {
     private let queue: AsyncStream<VMEvent>.Continuation
+    private let running: RunningSet
 
-    /// - Parameter failed: told when a signal could not be emitted.
-    public init(connection: DBusConnection, failed: @escaping @Sendable (String) -> Void) {
+    /// - Parameters:
+    ///   - running: the VMs already running (re-adopted ones).
+    ///   - failed: told when a signal could not be emitted.
+    public init(
+        connection: DBusConnection, running: [String] = [], failed: @escaping @Sendable (String) -> Void
+    ) {
         let (stream, continuation) = AsyncStream.makeStream(of: VMEvent.self)
         queue = continuation
+        let names = RunningSet(running)
+        self.running = names
         Task {
             for await event in stream {
                 let signal = ConciergeInterface.signal(for: event)
@@ -18,6 +28,19 @@ public final class ConciergeSignals: Sendable {
                 } catch {
                     failed("emitting \(signal.member): \(error)")
                 }
+                let changed: Bool
+                switch event {
+                case .started(let info): changed = names.set.withLock { $0.insert(info.name).inserted }
+                case .stopped(let name, _): changed = names.set.withLock { $0.remove(name) != nil }
+                case .starting, .stopping: changed = false
+                }
+                guard changed else { continue }
+                do {
+                    try await connection.emitPropertiesChanged(
+                        path: ConciergeInterface.path, interface: ConciergeInterface.name, ["RunningVms"])
+                } catch {
+                    failed("emitting PropertiesChanged for RunningVms: \(error)")
+                }
             }
         }
     }
@@ -25,4 +48,16 @@ public final class ConciergeSignals: Sendable {
     deinit { queue.finish() }
 
     public func emit(_ event: VMEvent) { queue.yield(event) }
+
+    /// The names of the running VMs, sorted.
+    public var runningVMs: [String] { running.set.withLock { $0.sorted() } }
+
+    /// Adds VMs that run without having been started by this concierge (re-adopted ones).
+    public func adopt(_ names: [String]) { running.set.withLock { $0.formUnion(names) } }
+}
+
+/// The running VMs' names, shared by the signal task and the property getter.
+private final class RunningSet: Sendable {
+    let set: Mutex<Set<String>>
+    init(_ names: [String]) { set = Mutex(Set(names)) }
 }

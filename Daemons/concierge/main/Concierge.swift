@@ -53,9 +53,12 @@ struct Concierge: AsyncParsableCommand {
         let signals = ConciergeSignals(connection: connection) { log.error("\($0)") }
         let manager = try VMManager(config: config, log: { log.info("\($0)") }) { signals.emit($0) }
         let adopted = await manager.resume()
+        signals.adopt(adopted)
         let policy = CallerPolicy()
         _ = try await connection.export(
-            ConciergeInterface.make(manager: manager, disks: DiskImages(config: config)) { sender throws(DBusError) in
+            ConciergeInterface.make(
+                manager: manager, disks: DiskImages(config: config), runningVMs: { signals.runningVMs }
+            ) { sender throws(DBusError) in
                 try policy.authorize(sender)
             },
             at: ConciergeInterface.path)
