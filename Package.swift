@@ -167,10 +167,16 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
             path: "Tests/GuestAgentTests"),
-        .testTarget(name: "ConciergeTests", dependencies: ["ConciergeService", "DBus"], path: "Tests/ConciergeTests"),
+        // A private dbus-daemon for the tests of everything on D-Bus.
+        .target(name: "DBusTestSupport", dependencies: ["DBus"], path: "Tests/DBusTestSupport"),
+        .testTarget(
+            name: "ConciergeTests", dependencies: ["ConciergeService", "DBus", "DBusTestSupport"],
+            path: "Tests/ConciergeTests"),
         .testTarget(
             name: "DBusTests",
-            dependencies: ["DBus", "Journal", "CSystemd", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "DBus", "DBusTestSupport", "Journal", "CSystemd", .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/DBusTests"),
         .testTarget(name: "P9Tests", dependencies: ["P9", "CP9System"], path: "Tests/P9Tests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),

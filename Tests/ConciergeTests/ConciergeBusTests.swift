@@ -1,5 +1,6 @@
 import ConciergeService
 import DBus
+import DBusTestSupport
 import Foundation
 import Testing
 
@@ -11,33 +12,16 @@ import Testing
 @Suite("concierge on D-Bus", .serialized)
 final class ConciergeBusTests {
     let fixture: VMManagerTests.Fixture
-    let folder: String
-    let bus: Process
+    let bus: PrivateBus
     let address: String
     let connection: DBusConnection
     let manager: VMManager
 
     init() async throws {
         fixture = try VMManagerTests.Fixture()
-        folder = "\(fixture.folder)/bus"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        chmod(fixture.folder, 0o755)
-        chmod(folder, 0o755)
-        try """
-        <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
-         "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-        <busconfig><type>session</type><listen>unix:path=\(folder)/socket</listen><auth>EXTERNAL</auth>
-        <policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/>
-        <allow own="*"/><allow user="*"/></policy></busconfig>
-        """.write(toFile: "\(folder)/bus.conf", atomically: true, encoding: .utf8)
-        bus = Process()
-        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
-        bus.arguments = ["--config-file=\(folder)/bus.conf", "--nofork"]
-        bus.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try bus.run()
-        address = "unix:path=\(folder)/socket"
-        for _ in 0..<500 where access("\(folder)/socket", F_OK) != 0 { usleep(10_000) }
-        connection = try await DBusConnection.open(.address(address))
+        bus = try await PrivateBus()
+        address = bus.address
+        connection = try await bus.connect()
         let signals = ConciergeSignals(connection: connection) { _ in }
         manager = try VMManager(config: fixture.config, log: { _ in }) { signals.emit($0) }
         let interface = ConciergeInterface.make(
@@ -47,12 +31,7 @@ final class ConciergeBusTests {
         try await connection.requestName(ConciergeInterface.name)
     }
 
-    deinit {
-        // SIGKILL: a child started from a Swift concurrency thread inherits its blocked
-        // signals, SIGTERM among them.
-        kill(bus.processIdentifier, SIGKILL)
-        bus.waitUntilExit()
-    }
+    deinit { bus.terminate() }
 
     /// `busctl call` on concierge (as `uid` through setpriv when given): status and output.
     /// Waits without blocking a thread: concierge's handlers need the cooperative pool too.

@@ -58,6 +58,8 @@ check "a member of group vmtools may use vmtoolsctl and the shell; the vsock and
   bash -c "[ \"\$(as_user timeout 60 vmtoolsctl shell demo -- echo hi)\" = hi ] && as_user vmtoolsctl list | grep -q '^demo ' && socat -u /dev/null UNIX-CONNECT:/run/vmtools/demo/control.sock && ! as_user socat -u /dev/null UNIX-CONNECT:/run/vmtools/demo/vsock.sock 2>/dev/null && ! as_user socat -u /dev/null UNIX-CONNECT:/run/vmtools/demo/control.sock 2>/dev/null"
 check "the guest sees the disk (64 MiB); it cannot be destroyed or given to a second VM while demo uses it" \
   bash -c "[ \"\$(x -- cat /sys/block/vda/size)\" = 131072 ] && vmtoolsctl disk destroy scratch 2>&1 | grep -q 'in use by VM demo (Busy)' && c StartVm 'sa{sv}' other 1 disks as 1 scratch 2>&1 | grep -q 'in use by VM demo'"
+check "concierge's journal entries are structured (LOGGER, CODE_FILE, PRIORITY from its swift-log handler)" \
+  bash -c "journalctl -u vmtools-concierge -o export --no-pager | grep -a -q '^LOGGER=concierge\$' && journalctl -u vmtools-concierge -o export --no-pager | grep -a -q '^CODE_FILE=.*Concierge.swift\$' && journalctl -u vmtools-concierge -p info -o export --no-pager | grep -a -q '^MESSAGE=serving org.vmtools.Concierge'"
 check "bad input: an unknown option is InvalidArgs, a second demo is AlreadyExists, a missing VM NotFound" \
   bash -c "c StartVm 'sa{sv}' x 1 bogus s y 2>&1 | grep -q 'unknown option bogus' && c StartVm 'sa{sv}' demo 0 2>&1 | grep -q 'already exists' && c StopVm s nope 2>&1 | grep -q 'no VM named nope'"
 check "a caller who is not root (nor in group vmtools) is refused by the bus policy" \

@@ -1,6 +1,5 @@
 import DBus
 import Foundation
-import Testing
 
 #if canImport(Glibc)
     import Glibc
@@ -11,13 +10,13 @@ import Testing
 ///
 /// Children started from a Swift concurrency thread inherit its signal mask, in which SIGTERM
 /// is blocked, so the daemon (and a hung busctl) is ended with SIGKILL.
-final class PrivateBus: @unchecked Sendable {
-    let directory: String
-    let address: String
+public final class PrivateBus: @unchecked Sendable {
+    public let directory: String
+    public let address: String
     private let process: Process
     private let exited = Gate()
 
-    init() async throws {
+    public init() async throws {
         var template = Array("/tmp/dbus-test.XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp failed") }
         directory = String(cString: made)
@@ -72,19 +71,25 @@ final class PrivateBus: @unchecked Sendable {
     }
 
     /// Kills the daemon, waits at most 10 s for it to exit, and removes its directory.
-    func stop() async throws {
+    public func stop() async throws {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         let ended = await exited.wait(seconds: 10)
         try? FileManager.default.removeItem(atPath: directory)
         guard ended else { throw TestFailure("dbus-daemon \(process.processIdentifier) did not exit") }
     }
 
+    /// Kills the daemon without waiting (for a `deinit`); its directory is removed.
+    public func terminate() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
     /// A new connection to this bus.
-    func connect() async throws -> DBusConnection { try await DBusConnection.open(.address(address)) }
+    public func connect() async throws -> DBusConnection { try await DBusConnection.open(.address(address)) }
 
     /// Runs `busctl --address=<bus> arguments` (as `user` when given, through setpriv), at most
     /// 20 s; returns its status and output.
-    func busctl(_ arguments: [String], asUser user: UInt32? = nil) async throws -> (
+    public func busctl(_ arguments: [String], asUser user: UInt32? = nil) async throws -> (
         status: Int32, out: String, err: String
     ) {
         let process = Process()
@@ -111,86 +116,9 @@ final class PrivateBus: @unchecked Sendable {
     }
 }
 
-/// The suite-level fixture of a suite that talks to a bus (`@Suite(.privateBus)`): one private
-/// `dbus-daemon` for the whole suite, stopped when its last test is done, and for each test a
-/// service connection exporting ``TestService`` (with its own ``Level``) and a client
-/// connection, closed within 10 s when the test ends. Tests share only the daemon, so they may
-/// run in parallel.
-struct PrivateBusFixture: SuiteTrait, TestTrait, TestScoping {
-    /// What one test gets.
-    struct Connections: Sendable {
-        let bus: PrivateBus
-        /// The connection exporting the test object.
-        let service: DBusConnection
-        /// The calling connection.
-        let client: DBusConnection
-        /// The state behind the exported `Level` property.
-        let level: Level
-    }
-
-    /// The suite's daemon, while the suite runs.
-    @TaskLocal static var bus: PrivateBus?
-    /// The running test's connections (read them in the suite's `init`).
-    @TaskLocal static var connections: Connections?
-
-    /// Applies to the suite's tests too, for their connections (a recursive suite trait must
-    /// also be a TestTrait: swiftlang/swift-testing#1048).
-    var isRecursive: Bool { true }
-
-    /// The suite itself (the daemon) and each of its test cases (the connections).
-    func scopeProvider(for test: Test, testCase: Test.Case?) -> Self? {
-        test.isSuite || testCase != nil ? self : nil
-    }
-
-    func provideScope(
-        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
-    ) async throws {
-        guard testCase != nil else {
-            // The suite: its daemon.
-            let bus = try await PrivateBus()
-            do {
-                try await Self.$bus.withValue(bus) { try await function() }
-            } catch {
-                try? await bus.stop()
-                throw error
-            }
-            try await bus.stop()
-            return
-        }
-        // One test case: its connections on the suite's daemon.
-        guard let bus = Self.bus else { throw TestFailure("dbus-daemon did not start") }
-        let level = Level()
-        let service = try await withTimeout(10, "connecting") { try await bus.connect() }
-        let client = try await withTimeout(10, "connecting") { try await bus.connect() }
-        let close = {
-            try await withTimeout(10, "closing") {
-                await client.close()
-                await service.close()
-            }
-        }
-        do {
-            _ = try await withTimeout(10, "exporting") {
-                try await service.export(TestService.interface(level: level), at: TestService.path)
-            }
-            let connections = Connections(bus: bus, service: service, client: client, level: level)
-            try await Self.$connections.withValue(connections) { try await function() }
-        } catch {
-            // The test's own failure is the one thrown; a hang in closing is recorded beside it.
-            do { try await close() } catch let closing { Issue.record(closing) }
-            throw error
-        }
-        try await close()
-    }
-}
-
-extension Trait where Self == PrivateBusFixture {
-    /// A private `dbus-daemon` for the suite, and fresh connections for each test.
-    static var privateBus: Self { Self() }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 private final class LineBox: @unchecked Sendable {
@@ -201,12 +129,14 @@ private final class LineBox: @unchecked Sendable {
 }
 
 /// A one-shot gate a thread opens and a task awaits with a bound.
-final class Gate: @unchecked Sendable {
+public final class Gate: @unchecked Sendable {
+    public init() {}
+
     private let lock = NSLock()
     private var isOpen = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
-    func open() {
+    public func open() {
         let pending = lock.withLock {
             isOpen = true
             defer { waiters.removeAll() }
@@ -216,7 +146,7 @@ final class Gate: @unchecked Sendable {
     }
 
     /// Whether the gate is open now.
-    var opened: Bool { lock.withLock { isOpen } }
+    public var opened: Bool { lock.withLock { isOpen } }
 
     private func releaseWaiters() {
         let pending = lock.withLock {
@@ -227,7 +157,7 @@ final class Gate: @unchecked Sendable {
     }
 
     /// True if the gate opened within `seconds` (one waiter at a time).
-    func wait(seconds: Double) async -> Bool {
+    public func wait(seconds: Double) async -> Bool {
         await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await withCheckedContinuation { continuation in
@@ -255,7 +185,7 @@ final class Gate: @unchecked Sendable {
 
 /// Runs `body`, failing with a TestFailure if it takes longer than `seconds` (the body is
 /// cancelled and left behind, so a hang becomes a failure rather than a stuck test).
-func withTimeout<T: Sendable>(
+public func withTimeout<T: Sendable>(
     _ seconds: Double, _ what: String = "operation", _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let outcome = Outcome<T>()
