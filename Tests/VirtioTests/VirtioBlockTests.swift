@@ -300,7 +300,9 @@ struct VirtioBlockTests {
         let driver = TransportDriver(device: pci)
         #expect(driver.read(TransportDriver.deviceConfig, 8) == 8)
         #expect(driver.read(TransportDriver.deviceConfig + 20, 4) == 512)
-        #expect(driver.deviceFeatures() == VirtioFeature.version1 | 1 << 2 | 1 << 5 | 1 << 6 | 1 << 9)
+        #expect(
+            driver.deviceFeatures() == VirtioFeature.version1 | VirtioFeature.eventIndex | 1 << 2 | 1 << 5 | 1 << 6 | 1
+                << 9)
         #expect(pci.readConfig(offset: 0x02, count: 2) == 0x1042)
         #expect(pci.readConfig(offset: 0x08, count: 4) >> 8 == 0x01_8000)
         #expect(driver.negotiate(VirtioFeature.version1 | 1 << 5 | 1 << 9))

@@ -52,7 +52,7 @@ struct VirtioNetTests {
     func features() throws {
         let harness = try NetHarness(receiveBuffers: 0)
         let offered = harness.driver.deviceFeatures()
-        #expect(offered == Self.offeredFeatures | VirtioFeature.version1)
+        #expect(offered == Self.offeredFeatures | VirtioFeature.version1 | VirtioFeature.eventIndex)
         #expect(offered & (1 << 15) == 0, "VIRTIO_NET_F_MRG_RXBUF must not be offered")
         #expect(offered & (1 << 17) == 0, "no control queue")
         #expect(offered & (1 << 22) == 0, "no multiqueue")

@@ -125,17 +125,17 @@ struct VirtioPCIDeviceTests {
 
     // MARK: - Feature negotiation
 
-    @Test("the device offers VERSION_1 in the high feature word")
+    @Test("the device offers EVENT_IDX (bit 29) and VERSION_1 (bit 32)")
     func offeredFeatures() {
         driver.write(TransportDriver.Common.deviceFeatureSelect, 0, 4)
         #expect(driver.read(TransportDriver.Common.deviceFeatureSelect, 4) == 0)
-        #expect(driver.read(TransportDriver.Common.deviceFeature, 4) == 0)
+        #expect(driver.read(TransportDriver.Common.deviceFeature, 4) == 1 << 29)  // EVENT_IDX
         driver.write(TransportDriver.Common.deviceFeatureSelect, 1, 4)
         #expect(driver.read(TransportDriver.Common.deviceFeatureSelect, 4) == 1)
         #expect(driver.read(TransportDriver.Common.deviceFeature, 4) == 1)  // bit 32: VERSION_1
         driver.write(TransportDriver.Common.deviceFeatureSelect, 2, 4)
         #expect(driver.read(TransportDriver.Common.deviceFeature, 4) == 0)
-        #expect(driver.deviceFeatures() == VirtioFeature.version1)
+        #expect(driver.deviceFeatures() == VirtioFeature.version1 | VirtioFeature.eventIndex)
     }
 
     @Test(

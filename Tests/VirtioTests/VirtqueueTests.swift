@@ -255,12 +255,83 @@ struct VirtqueueRequestTests {
 
     @Test("the driver can suppress interrupts through the available ring flags")
     func interruptSuppression() throws {
-        let queue = try driver.deviceQueue()
-        #expect(queue.wantsInterrupt(memory: memory))
+        var queue = try driver.deviceQueue()
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(wants)
+        }
         try driver.suppressInterrupts(true)
-        #expect(!queue.wantsInterrupt(memory: memory))
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(!wants)
+        }
         try driver.suppressInterrupts(false)
-        #expect(queue.wantsInterrupt(memory: memory))
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(wants)
+        }
+    }
+
+    @Test("event index: an interrupt only when the used index passes the driver's used_event")
+    mutating func eventIndexInterrupts() throws {
+        var queue = try driver.deviceQueue()
+        queue.eventIndex = true
+        let usedEvent = driver.availableRing + 4 + 2 * UInt64(driver.size)
+        for _ in 0..<4 { try driver.offer([.writable(try driver.allocate(4), 4)]) }
+        func complete(_ count: Int) throws {
+            for _ in 0..<count {
+                let chain = try #require(try queue.popChain(memory: memory))
+                try queue.pushUsed(head: chain.head, written: 4, memory: memory)
+            }
+        }
+        try memory.store(UInt16(1), at: usedEvent)  // "interrupt me once entry 1 is used"
+        try complete(1)
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(!wants, "used index 1 has not passed used_event 1")
+        }
+        try complete(1)
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(wants, "used index 2 passed used_event 1")
+        }
+        try complete(1)
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(!wants, "no new used_event: no second interrupt")
+        }
+        try memory.store(UInt16(3), at: usedEvent)
+        try complete(1)
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(wants, "used index 4 passed the new used_event 3")
+        }
+        // The flags no longer count in this mode.
+        try driver.suppressInterrupts(true)
+        try memory.store(UInt16(4), at: usedEvent)
+        try driver.offer([.writable(try driver.allocate(4), 4)])
+        try complete(1)
+        do {
+            let wants = queue.wantsInterrupt(memory: memory)
+            #expect(wants)
+        }
+    }
+
+    @Test("event index: a drained queue asks for a kick at the next entry, and sees one added meanwhile")
+    mutating func eventIndexKicks() throws {
+        var queue = try driver.deviceQueue()
+        queue.eventIndex = true
+        let availEvent = driver.usedRing + 4 + 8 * UInt64(driver.size)
+        try memory.store(UInt16(0xBEEF), at: availEvent)
+        for _ in 0..<3 { try driver.offer([.readable(try driver.allocate(4), 4)]) }
+        var popped = 0
+        while try queue.popChain(memory: memory) != nil { popped += 1 }
+        #expect(popped == 3)
+        #expect(try memory.load(UInt16.self, at: availEvent) == 3, "avail_event: kick when entry 3 is added")
+        try driver.offer([.readable(try driver.allocate(4), 4)])
+        #expect(try queue.popChain(memory: memory) != nil)
+        #expect(try queue.popChain(memory: memory) == nil)
+        #expect(try memory.load(UInt16.self, at: availEvent) == 4)
     }
 
     @Test("a chain may be as large as DescriptorChain.maxTotalLength but no larger")

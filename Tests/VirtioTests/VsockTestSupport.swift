@@ -114,7 +114,8 @@ final class VsockHarness {
         let logged = logged
         let directory = directory
         device = try VirtioVsock(
-            guestCID: guestCID, socketPath: socketPath, portSockets: portSockets.map { ($0, "\(directory)/port-\($0).sock") }
+            guestCID: guestCID, socketPath: socketPath,
+            portSockets: portSockets.map { ($0, "\(directory)/port-\($0).sock") }
         ) { logged.append($0) }
         loop = try EventLoop(name: loopName)
         try loop.start()

@@ -44,6 +44,9 @@ public protocol EventLoopDevice: VirtioDevice {
 
 /// Feature bits and status bits shared by all devices.
 public enum VirtioFeature {
+    /// VIRTIO_F_EVENT_IDX: each side tells the other at which ring index it next wants to be
+    /// notified (used_event, avail_event), so kicks and interrupts happen once per batch.
+    public static let eventIndex: UInt64 = 1 << 29
     public static let version1: UInt64 = 1 << 32
 }
 

@@ -87,7 +87,7 @@ public final class VirtioPCIDevice: PCIDevice {
         state = Mutex(State(config: config, queues: device.queueMaxSizes.map { Virtqueue(maxSize: $0) }))
     }
 
-    var offeredFeatures: UInt64 { device.features | VirtioFeature.version1 }
+    var offeredFeatures: UInt64 { device.features | VirtioFeature.version1 | VirtioFeature.eventIndex }
 
     // MARK: - PCIDevice
 
@@ -249,6 +249,7 @@ public final class VirtioPCIDevice: PCIDevice {
         case (0x1C, 2) where canEditQueue && value == 1:
             do {
                 try state.queues[select].validate(memory: memory)
+                state.queues[select].eventIndex = state.driverFeatures & VirtioFeature.eventIndex != 0
                 state.queues[select].ready = true
             } catch {
                 return [Int(markBroken(&state, "queue \(select) enabled with \(error)"))].filter {

@@ -28,6 +28,11 @@ public struct Virtqueue: Sendable {
     public private(set) var nextAvailable: UInt16 = 0
     /// Next used-ring slot the device will write.
     public private(set) var nextUsed: UInt16 = 0
+    /// VIRTIO_F_EVENT_IDX was negotiated: notifications follow used_event and avail_event
+    /// instead of the ring flags.
+    public var eventIndex = false
+    /// ``nextUsed`` when ``wantsInterrupt(memory:)`` last decided (event-index mode).
+    private var checkedUsed: UInt16 = 0
 
     public init(maxSize: UInt16) {
         self.maxSize = maxSize
@@ -61,11 +66,21 @@ public struct Virtqueue: Sendable {
     /// The next request the driver made available, or nil when there is none.
     public mutating func popChain(memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
         guard ready else { return nil }
-        let availableIndex = try load(UInt16.self, memory, availableRing + 2)
+        var availableIndex = try load(UInt16.self, memory, availableRing + 2)
         // Read ring entries and descriptors only after the index that published them.
         atomicMemoryFence(ordering: .acquiring)
-        let outstanding = availableIndex &- nextAvailable
-        if outstanding == 0 { return nil }
+        var outstanding = availableIndex &- nextAvailable
+        if outstanding == 0 {
+            guard eventIndex else { return nil }
+            // Drained: ask for a kick when the driver adds the next entry, then look again, for
+            // one it added before it could see the request (virtio 1.x, 2.7.10).
+            try store(nextAvailable, memory, usedRing + 4 + 8 * UInt64(size))
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            availableIndex = try load(UInt16.self, memory, availableRing + 2)
+            atomicMemoryFence(ordering: .acquiring)
+            outstanding = availableIndex &- nextAvailable
+            if outstanding == 0 { return nil }
+        }
         guard outstanding <= size else { throw .availableIndexJump(from: nextAvailable, to: availableIndex) }
         let slot = UInt64(nextAvailable % size)
         let head = try load(UInt16.self, memory, availableRing + 4 + 2 * slot)
@@ -116,9 +131,20 @@ public struct Virtqueue: Sendable {
         try store(nextUsed, memory, usedRing + 2)
     }
 
-    /// Whether the driver wants an interrupt for new used buffers.
-    public func wantsInterrupt(memory: GuestMemory) -> Bool {
+    /// Whether the driver wants an interrupt for the used buffers pushed since the last call:
+    /// with event indexes, when they pass its used_event (vring_need_event); otherwise unless
+    /// it set VIRTQ_AVAIL_F_NO_INTERRUPT.
+    public mutating func wantsInterrupt(memory: GuestMemory) -> Bool {
         atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if eventIndex {
+            let previous = checkedUsed
+            checkedUsed = nextUsed
+            // An unreadable used_event (the ring was validated, so never) means: interrupt.
+            guard let usedEvent = try? memory.load(UInt16.self, at: availableRing + 4 + 2 * UInt64(size)) else {
+                return true
+            }
+            return nextUsed &- usedEvent &- 1 < nextUsed &- previous
+        }
         let flags = (try? memory.load(UInt16.self, at: availableRing)) ?? 0
         return flags & Self.availNoInterrupt == 0
     }
