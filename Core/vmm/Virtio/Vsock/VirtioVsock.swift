@@ -350,10 +350,13 @@ public final class VirtioVsock: EventLoopDevice {
     }
 
     /// After a shutdown from either side: pass a guest's end of sending on to the host socket
-    /// once everything before it was written; close when neither side will send any more.
+    /// once everything before it was written; close when neither side will send any more and
+    /// what the guest sent has all reached the host socket (a guest that closes right after its
+    /// last write must not lose what still waits for a slow host reader).
     private func finishHalfClosed(_ fd: Int32, _ state: inout State) {
         guard let connection = state.connections[fd] else { return }
-        if connection.guestStoppedSending && connection.pendingToHost.isEmpty {
+        guard connection.pendingToHost.isEmpty else { return updateInterest(fd, &state) }
+        if connection.guestStoppedSending {
             shutdown(fd, Int32(SHUT_WR))
         }
         let guestDone = connection.guestStoppedSending && connection.guestStoppedReceiving
