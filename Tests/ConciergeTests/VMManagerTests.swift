@@ -184,6 +184,34 @@ struct VMManagerTests {
         await #expect { try await manager.stop("alive") } throws: { ($0 as? ConciergeError)?.kind == .notFound }
     }
 
+    @Test("a vmm left by a start that concierge did not live to finish is killed by the next concierge")
+    func unfinishedStart() async throws {
+        let fixture = try Fixture()
+        // A stand-in for the vmm of a start cut short; a second identity whose PID is reused by
+        // another process (the start time differs) must be left alone.
+        let orphan = try ChildProcess.spawn(executable: "/bin/sleep", arguments: ["60"])
+        let bystander = try ChildProcess.spawn(executable: "/bin/sleep", arguments: ["60"])
+        var state = ConciergeState()
+        _ = try state.pools.allocate(for: "half", config: fixture.config.pools)
+        state.startingVMMs = [
+            "half": ProcessIdentity(pid: orphan.pid, startTicks: VMManager.startTicks(of: orphan.pid) ?? 1),
+            "reused": ProcessIdentity(
+                pid: bystander.pid, startTicks: (VMManager.startTicks(of: bystander.pid) ?? 1) + 1),
+        ]
+        try FileManager.default.createDirectory(
+            atPath: fixture.config.stateDirectory, withIntermediateDirectories: true)
+        try StateFile<ConciergeState>(path: fixture.config.stateFile).save(state)
+
+        let manager = try fixture.manager()
+        #expect(await manager.resume().isEmpty)
+        #expect(await orphan.terminated(within: 5) == .signaled(SIGKILL))
+        #expect(bystander.termination == nil, "a PID with another start time is not the vmm")
+        #expect(fixture.savedState?.startingVMMs == nil)
+        #expect(fixture.savedState?.pools.held.isEmpty == true)
+        bystander.signal(SIGKILL)
+        _ = await bystander.terminated()
+    }
+
     @Test("a VMM that dies on its own is noticed at once and its VM freed")
     func dies() async throws {
         let fixture = try Fixture()

@@ -47,6 +47,7 @@ extension VMManager {
             let info = launched.info
             running[name] = Running(info: info, process: launched.process)
             state.vms[name] = launched.record
+            state.startingVMMs?[name] = nil
             try persist()
             watch(name, launched.process)
             log("VM \(name) ready: CID \(info.cid), \(info.ipv4), vmm pid \(info.pid)")
@@ -59,6 +60,7 @@ extension VMManager {
             }
             running[name] = nil
             state.vms[name] = nil
+            state.startingVMMs?[name] = nil
             state.pools.release(name)
             persistLogging()
             removeRuntimeFolder(name)
@@ -109,6 +111,10 @@ extension VMManager {
             throw .failed("starting vmm for \(name): \(error)")
         }
         startingProcesses[name] = process
+        state.startingVMMs = (state.startingVMMs ?? [:]).merging(
+            [name: ProcessIdentity(pid: process.pid, startTicks: Self.startTicks(of: process.pid) ?? 0)]
+        ) { $1 }
+        persistLogging()
         // vmm holds its own copy of the TAP now; ours closes when `tap` goes, and the TAP
         // lives exactly as long as the VMM.
         do throws(ConciergeError) {

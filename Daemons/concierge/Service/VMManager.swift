@@ -69,6 +69,14 @@ public actor VMManager {
                 removeRuntimeFolder(record.name)
             }
         }
+        // vmm processes of starts that concierge did not live to finish: unconfigured, unrecorded
+        // as VMs; ended, so that nothing runs that no one manages.
+        for (name, vmm) in (state.startingVMMs ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if Self.startTicks(of: vmm.pid) == vmm.startTicks, kill(vmm.pid, SIGKILL) == 0 {
+                log("VM \(name) was still starting when concierge stopped: killed its vmm (pid \(vmm.pid))")
+            }
+        }
+        state.startingVMMs = nil
         // Allocations without a VM: a start that concierge did not live to finish.
         for name in state.pools.held.keys where state.vms[name] == nil {
             state.pools.release(name)

@@ -35,10 +35,24 @@ public struct VMRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// A process known by its PID and start time (so a reused PID is not mistaken for it).
+public struct ProcessIdentity: Codable, Sendable, Equatable {
+    public var pid: Int32
+    public var startTicks: UInt64
+
+    public init(pid: Int32, startTicks: UInt64) {
+        self.pid = pid
+        self.startTicks = startTicks
+    }
+}
+
 /// Everything concierge persists.
 public struct ConciergeState: Codable, Sendable, Equatable {
     public var pools = ResourcePools()
     public var vms: [String: VMRecord] = [:]
+    /// The vmm of each VM whose start was under way: a concierge killed then leaves it behind,
+    /// unconfigured, and the next one ends it. (Absent in state from before it was recorded.)
+    public var startingVMMs: [String: ProcessIdentity]?
 
     public init() {}
 }
