@@ -145,6 +145,8 @@ let package = Package(
             exclude: ["corpus"]),
         .executableTarget(
             name: "fuzz-p9", dependencies: ["P9", "FuzzSupport"], path: "Tests/Fuzz/p9", exclude: ["corpus"]),
+        // Serves a folder with Core/P9 on a Unix socket for the Linux-client test in the testbed.
+        .executableTarget(name: "p9-serve", dependencies: ["P9"], path: "Tests/P9Serve"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], path: "Tests/EventLoopTests"),
         .testTarget(

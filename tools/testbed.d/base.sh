@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 # Packages of the testbed rootfs. busybox-static, cpio and e2fsprogs let tests build guest
 # initramfs images and disks inside the testbed (xz unpacks the ELF vmlinux inside the bzImage for
 # PVH boots); socat talks to Unix sockets from shell tests.
-include=systemd,systemd-sysv,dbus,iproute2,kmod,udev,nftables,procps,libstdc++6,busybox-static,cpio,gzip,xz-utils,e2fsprogs,socat,util-linux
+include=systemd,systemd-sysv,dbus,iproute2,kmod,udev,nftables,procps,libstdc++6,busybox-static,cpio,gzip,xz-utils,e2fsprogs,socat,util-linux,attr
 [ -z "$extra" ] || include=$include,$extra
 
 echo "testbed: debootstrap bookworm ($mirror)"
