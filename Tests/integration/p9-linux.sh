@@ -6,7 +6,10 @@
 source "$(dirname "$0")/lib.sh"
 serve=/usr/lib/vmtools-testbed/bin/p9-serve
 work=$(mktemp -d)
-share=$work/share ref=$work/ref mnt=$work/mnt ro_export=$work/ro ro=$work/ro-mnt
+# The export and the reference folder on ext4 (the testbed's own / is a ramfs, without user.*
+# xattrs), a sparse image on a loop device.
+truncate -s 8G "$work/fs.img" && mkfs.ext4 -q -F "$work/fs.img" && mkdir "$work/fs" && mount -o loop "$work/fs.img" "$work/fs"
+share=$work/fs/share ref=$work/fs/ref mnt=$work/mnt ro_export=$work/fs/ro ro=$work/ro-mnt
 mkdir -p "$share" "$ref" "$mnt" "$ro_export" "$ro"
 export work mnt ref
 opts=trans=unix,version=9p2000.L,cache=none,access=any,msize=1048576
@@ -70,7 +73,7 @@ writers() {
 }
 export -f writers
 export share
-check "8 concurrent writers (own files and own regions of one file) all land intact" writers
+check "8 concurrent writers (own files and own regions of one file) all land intact" bash -c writers
 
 echo outside >"$work/outside"
 check "no way out: a symlink to a file outside is stored as a link (the server never follows it), the file is unchanged; a hard link across is refused" \
@@ -92,7 +95,7 @@ ro_refuses() {
 }
 export -f ro_refuses
 export ro ro_export
-check "a read-only export refuses create, truncate, chmod, rename, unlink, mkdir, symlink, xattr and writes (EROFS)" ro_refuses
+check "a read-only export refuses create, truncate, chmod, rename, unlink, mkdir, symlink, xattr and writes (EROFS)" bash -c ro_refuses
 
 check "unmount and mount again: the server serves a new session" \
   bash -c "umount '$mnt' && mount -t 9p -o $opts '$work/rw.sock' '$mnt' && [ -f '$mnt/a/b/c/dst' ]"
@@ -104,5 +107,6 @@ if [ "$failed" -gt 0 ]; then
 fi
 umount "$mnt" "$ro" 2>/dev/null
 kill "$rw_server" "$ro_server" 2>/dev/null
+umount "$work/fs" 2>/dev/null
 rm -rf "$work"
 finish
