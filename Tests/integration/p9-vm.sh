@@ -19,7 +19,9 @@ sleep 0.5
 vmm run --kernel "$image/vmlinuz" --initrd "$image/initrd.img" --no-console-input --params quiet \
   --mem 512 --cpus 2 --cid 3 --vsock "$sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 &
 vmm_pid=$!
-check "the guest is up" wait "$ready"
+wait "$ready"
+ready_status=$?
+check "the guest is up (VmReady)" test "$ready_status" -eq 0
 
 x() { timeout 60 vmtoolsctl exec --vsock "$sock" "$@"; }
 g() { timeout 60 vmtoolsctl guest "$1" --vsock "$sock" "${@:2}"; }
