@@ -60,21 +60,26 @@ run_in() {
         --options trans=virtio,version=9p2000.L,cache=none,access=any,msize=262144 ;;
   esac
   for r in $(seq "$runs"); do
-    timeout 1200 vmtoolsctl exec "${endpoint[@]}" -- /mnt/shared/workload.sh "$mib"
+    timeout 400 vmtoolsctl exec "${endpoint[@]}" -- /mnt/shared/workload.sh "$mib"
   done
+  if ! kill -0 "$vm" 2>/dev/null; then
+    echo "bench: the $kind guest ended early; its VMM's log and console:" >&2
+    tail -n 5 "$work/$kind.log" "$work/$kind-serial.log" >&2
+  fi
   kill "$vm" "$server" 2>/dev/null
   wait "$vm" 2>/dev/null
 }
 
 echo "bench: 9P, $mib MiB sequential write (fsync) and read, find + stat of 10 000 files; $runs runs each; 2 vCPUs, 512 MiB guests"
-for kind in vmm qemu; do
+kinds=${3:-vmm qemu}
+for kind in $kinds; do
   run_in "$kind" | while read -r w r f; do
     echo "$w $r $f" >>"$work/$kind.runs"
     echo "  $kind: write $w MiB/s, read $r MiB/s, find+stat $f ms"
   done
 done
 printf '\n%-40s %14s %14s %16s\n' "" "write MiB/s" "read MiB/s" "find+stat 10k"
-for kind in vmm qemu; do
+for kind in $kinds; do
   case $kind in vmm) label="Core/P9 over vsock (vmm, trans=fd)" ;; *) label="QEMU -virtfs (virtio-9p)" ;; esac
   f=$work/$kind.runs
   [ -s "$f" ] || { printf '%-40s %14s\n' "$label" "failed"; continue; }
