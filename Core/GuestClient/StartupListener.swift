@@ -34,28 +34,71 @@ public enum StartupListener {
         let server = GRPCServer(
             transport: .http2NIOPosix(address: address, transportSecurity: .plaintext),
             services: [service])
-        // Not a child of the group: cancelling a server whose accepted connections are still
-        // queued traps in NIO ("Deinited NIOAsyncWriter without calling finish()", when several
-        // guests call at once). It ends by graceful shutdown instead, and is awaited.
-        let serving = Task { try await server.serve() }
-        return try await withThrowingTaskGroup(of: Vmtools_Guest_VmReadyRequest?.self) { group in
-            group.addTask {
-                try await serving.value
-                return nil
+        let outcome = FirstOutcome<Vmtools_Guest_VmReadyRequest>()
+        // The server is never cancelled while it may hold accepted connections: that traps in NIO
+        // ("Deinited NIOAsyncWriter without calling finish()", seen with several guests calling at
+        // once). It ends by graceful shutdown, in the background, so that a guest slow to hang up
+        // does not hold the caller; one that never does is cut off after 10 s.
+        let serving = Task {
+            do {
+                try await server.serve()
+                outcome.resolve(
+                    .failure(GuestClientError.invalid("the startup listener on \(path) stopped before VmReady")))
+            } catch {
+                outcome.resolve(.failure(error))
             }
-            group.addTask { await service.firstCall() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw GuestClientError.timedOut("no VmReady on \(path) within \(timeout)")
+        }
+        let waiting = Task { if let request = await service.firstCall() { outcome.resolve(.success(request)) } }
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            outcome.resolve(.failure(GuestClientError.timedOut("no VmReady on \(path) within \(timeout)")))
+        }
+        defer {
+            timer.cancel()
+            waiting.cancel()
+            server.beginGracefulShutdown()
+            Task {
+                try? await Task.sleep(for: .seconds(10))
+                serving.cancel()
             }
-            defer {
-                server.beginGracefulShutdown()
-                group.cancelAll()
+        }
+        return try await outcome.value()
+    }
+}
+
+/// The first of several outcomes, awaited once; cancelling the waiter is an outcome too.
+private final class FirstOutcome<Value: Sendable>: Sendable {
+    private struct State {
+        var result: Result<Value, any Error>?
+        var waiter: CheckedContinuation<Value, any Error>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Records `result` unless one came first, and wakes the waiter.
+    func resolve(_ result: Result<Value, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<Value, any Error>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    /// The first outcome; CancellationError if the waiting task is cancelled first.
+    func value() async throws -> Value {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let ready = state.withLock { state -> Result<Value, any Error>? in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(with: ready) }
             }
-            while let result = try await group.next() {
-                if let request = result { return request }
-            }
-            throw GuestClientError.invalid("the startup listener on \(path) stopped before VmReady")
+        } onCancel: {
+            resolve(.failure(CancellationError()))
         }
     }
 }
