@@ -36,6 +36,18 @@ import Testing
         }
     }
 
+    /// Far more input than a pipe holds, to a process that starts reading late: all of it arrives
+    /// (a tail still queued when the writing side closed used to be dropped).
+    @Test func feedsAllOfALargeInputToASlowReader() async throws {
+        try await TestAgent.with { agent in
+            let input = String(repeating: "x", count: 2 << 20)
+            let response = try await launch(agent, ["sh", "-c", "sleep 1; wc -c"], stdin: input)
+            #expect(
+                String(decoding: response.stdout, as: UTF8.self).trimmingCharacters(in: .whitespaces) == "\(2 << 20)\n")
+            #expect(response.termination == .exitCode(0))
+        }
+    }
+
     @Test func reportsTheKillingSignal() async throws {
         try await TestAgent.with { agent in
             let response = try await launch(agent, ["sh", "-c", "kill -9 $$"])

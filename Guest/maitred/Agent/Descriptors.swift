@@ -63,10 +63,23 @@ enum Descriptors {
 
     /// Writes `bytes` to `fd`, then closes it (the reader sees end of file).
     static func writeAll(_ fd: Int32, _ bytes: [UInt8]) async throws {
-        try await channel(reading: nil, writing: fd).executeThenClose { _, outbound in
-            if !bytes.isEmpty { try await outbound.write(ByteBuffer(bytes: bytes)) }
-            outbound.finish()
+        let channel = try await channel(reading: nil, writing: fd)
+        try await channel.executeThenClose { _, _ in
+            try await write(bytes, to: channel)
+            try await endWriting(channel)
         }
+    }
+
+    /// Writes `bytes` and returns once they are in the descriptor, not merely queued: NIO fails
+    /// the writes still pending when a channel closes, so a queued tail would be lost.
+    static func write(_ bytes: [UInt8], to channel: Channel) async throws {
+        guard !bytes.isEmpty else { return }
+        try await channel.channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
+    }
+
+    /// Closes the writing side (the reader sees end of file) once every write has completed.
+    static func endWriting(_ channel: Channel) async throws {
+        try await channel.channel.close(mode: .output).get()
     }
 
     /// Opens /dev/null for reading and writing (close-on-exec).

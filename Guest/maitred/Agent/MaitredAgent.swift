@@ -67,6 +67,10 @@ extension MaitredAgent {
         do {
             try await server.serve()
             KernelLog.info("the \(name) server on \(address) stopped")
+        } catch let error where Task.isCancelled {
+            // Asked to stop (the agent is ending): the transport reports that as an error.
+            KernelLog.info("the \(name) server on \(address) stopped")
+            throw error
         } catch {
             KernelLog.error("the \(name) server on \(address) failed: \(error)")
             throw error

@@ -101,9 +101,10 @@ final class ShellProcess: Sendable {
             inputSink.finish()
         }
         if tty {
-            try await Descriptors.channel(reading: master, writing: dup(master)).executeThenClose { inbound, outbound in
+            let channel = try await Descriptors.channel(reading: master, writing: dup(master))
+            try await channel.executeThenClose { inbound, _ in
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await self.feed(outbound) }
+                    group.addTask { try await self.feed(channel) }
                     do {
                         for try await chunk in inbound { try await writer.write(.stdout(chunk)) }
                     } catch let error as IOError where error.errnoCode == EIO {}
@@ -114,9 +115,8 @@ final class ShellProcess: Sendable {
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await Descriptors.channel(reading: nil, writing: self.stdinFD).executeThenClose { _, outbound in
-                    try await self.feed(outbound)
-                }
+                let channel = try await Descriptors.channel(reading: nil, writing: self.stdinFD)
+                try await channel.executeThenClose { _, _ in try await self.feed(channel) }
             }
             async let out: Void = Descriptors.readAll(stdoutFD) { try await writer.write(.stdout($0)) }
             async let err: Void = Descriptors.readAll(stderrFD) { try await writer.write(.stderr($0)) }
@@ -125,15 +125,17 @@ final class ShellProcess: Sendable {
         }
     }
 
-    private func feed(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+    /// Writes the host's input in order, each write awaited to its end so that closing the
+    /// channel never drops a queued tail.
+    private func feed(_ channel: Descriptors.Channel) async throws {
         for await input in inputs {
             switch input {
             case .bytes(let bytes):
-                try await outbound.write(ByteBuffer(bytes: bytes))
+                try await Descriptors.write(bytes, to: channel)
                 pendingInput.subtract(bytes.count, ordering: .relaxed)
-            case .close where tty: try await outbound.write(ByteBuffer(bytes: [0x04]))  // VEOF
+            case .close where tty: try await Descriptors.write([0x04], to: channel)  // VEOF
             case .close:
-                outbound.finish()
+                try await Descriptors.endWriting(channel)
                 return
             }
         }
