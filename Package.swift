@@ -11,6 +11,9 @@ let package = Package(
         .executable(name: "maitred", targets: ["maitred"]),
         .executable(name: "vmtoolsctl", targets: ["vmtoolsctl"]),
         .executable(name: "concierge", targets: ["concierge"]),
+        .executable(name: "seneschal", targets: ["seneschal"]),
+        .executable(name: "seneschal-server", targets: ["seneschal-server"]),
+        .executable(name: "mojo-proxy", targets: ["mojo-proxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,6 +29,8 @@ let package = Package(
         .target(name: "CKVM", path: "Core/CKVM"),
         .target(name: "CLinux", path: "Core/CLinux"),
         .systemLibrary(name: "CSeccomp", path: "Core/CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        // Processes a daemon starts or adopts, held through pidfds (VMMs, 9P servers).
+        .target(name: "Processes", dependencies: ["CLinux", "EventLoop"], path: "Core/Processes"),
         // Least privilege for every process of the project: seccomp allowlists, capabilities.
         .target(name: "Sandbox", dependencies: ["CSeccomp"], path: "Core/Sandbox"),
         .target(name: "GuestMemory", path: "Core/vmm/GuestMemory"),
@@ -112,6 +117,23 @@ let package = Package(
         .target(name: "CP9System", path: "Core/CP9System"),
         .target(name: "P9", dependencies: ["CP9System", "EventLoop"], path: "Core/P9"),
 
+        // MARK: - mojo-proxy
+        // The protocol between the guest's and the host's mojo-proxy: its proto, the committed
+        // generated messages, and the framing.
+        .target(
+            name: "MojoProxy",
+            dependencies: ["CLinux", "EventLoop", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Core/MojoProxy", exclude: ["protos"]),
+
+        // Both ends of mojo-proxy (`host` on the host, `guest` inside a VM).
+        .executableTarget(
+            name: "mojo-proxy",
+            dependencies: [
+                "MojoProxy", "EventLoop", "CGuestSystem", "CLinux",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Daemons/mojo-proxy"),
+
         // MARK: - Daemons
 
         // concierge's logic as a library the tests drive: resource pools, persisted state, VMs,
@@ -119,18 +141,38 @@ let package = Package(
         .target(
             name: "ConciergeService",
             dependencies: [
-                "CLinux", "DBus", "EventLoop", "GuestClient", "GuestProtocol",
+                "CLinux", "DBus", "EventLoop", "GuestClient", "GuestProtocol", "Processes",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ],
             path: "Daemons/concierge/Service"),
         .executableTarget(
             name: "concierge",
             dependencies: [
-                "ConciergeService", "DBus", "Journal",
+                "ConciergeService", "DBus", "Journal", "Processes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Daemons/concierge/main"),
+
+        // seneschal's logic as a library the tests drive: servers, shares and its D-Bus interface.
+        .target(
+            name: "SeneschalService", dependencies: ["CLinux", "DBus", "EventLoop", "Processes"],
+            path: "Daemons/seneschal/Service"),
+        .executableTarget(
+            name: "seneschal",
+            dependencies: [
+                "SeneschalService", "DBus", "Journal", "Processes",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Daemons/seneschal/main"),
+        // One sandboxed 9P server per StartServer (ChromeOS's 9s).
+        .executableTarget(
+            name: "seneschal-server",
+            dependencies: [
+                "P9", "Sandbox", "CLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Daemons/seneschal/server"),
 
         // MARK: - Tests
         // Fuzz targets: `tools/fuzz NAME` builds them with libFuzzer; a plain build replays inputs.
@@ -145,6 +187,9 @@ let package = Package(
             exclude: ["corpus"]),
         .executableTarget(
             name: "fuzz-p9", dependencies: ["P9", "FuzzSupport"], path: "Tests/Fuzz/p9", exclude: ["corpus"]),
+        .executableTarget(
+            name: "fuzz-mojo-frame", dependencies: ["MojoProxy", "FuzzSupport"], path: "Tests/Fuzz/mojo-frame",
+            exclude: ["corpus"]),
         // Serves a folder with Core/P9 on a Unix socket for the Linux-client test in the testbed.
         .executableTarget(name: "p9-serve", dependencies: ["P9"], path: "Tests/P9Serve"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
@@ -169,10 +214,13 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
             path: "Tests/GuestAgentTests"),
+        // Where the tests find the package's executables.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         // A private dbus-daemon for the tests of everything on D-Bus.
         .target(name: "DBusTestSupport", dependencies: ["DBus"], path: "Tests/DBusTestSupport"),
         .testTarget(
-            name: "ConciergeTests", dependencies: ["ConciergeService", "DBus", "DBusTestSupport"],
+            name: "ConciergeTests",
+            dependencies: ["ConciergeService", "DBus", "DBusTestSupport", "Processes", "TestSupport"],
             path: "Tests/ConciergeTests"),
         .testTarget(
             name: "DBusTests",
@@ -180,6 +228,14 @@ let package = Package(
                 "DBus", "DBusTestSupport", "Journal", "CSystemd", .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/DBusTests"),
+        .testTarget(
+            name: "MojoProxyTests", dependencies: ["MojoProxy", "CLinux", "EventLoop", "TestSupport"],
+            path: "Tests/MojoProxyTests"),
+        .testTarget(name: "ProcessesTests", dependencies: ["Processes"], path: "Tests/ProcessesTests"),
+        .testTarget(
+            name: "SeneschalTests",
+            dependencies: ["SeneschalService", "DBus", "DBusTestSupport", "CLinux", "TestSupport"],
+            path: "Tests/SeneschalTests"),
         .testTarget(name: "P9Tests", dependencies: ["P9", "CP9System"], path: "Tests/P9Tests"),
         .testTarget(name: "X86Tests", dependencies: ["X86", "GuestMemory", "KVM", "CKVM"], path: "Tests/X86Tests"),
     ],

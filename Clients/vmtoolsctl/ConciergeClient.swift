@@ -29,25 +29,28 @@ struct ConciergeClient: Sendable {
     let connection: DBusConnection
 
     /// One call; `timeout` covers the whole of it (StartVm waits for the guest).
-    func call(_ member: String, _ arguments: [DBusValue] = [], timeout: Duration = .seconds(25)) async throws
-        -> [DBusValue]
-    {
+    /// `service` is concierge unless named (seneschal, for shares).
+    func call(
+        _ member: String, _ arguments: [DBusValue] = [], timeout: Duration = .seconds(25),
+        service: String = Self.service
+    ) async throws -> [DBusValue] {
         do {
-            return try await connection.call(service: Self.service, member: member, arguments, timeout: timeout)
+            return try await connection.call(service: service, member: member, arguments, timeout: timeout)
         } catch {
-            throw reportFailure(Self.explain(error))
+            throw reportFailure(Self.explain(error, service: service))
         }
     }
 
     /// A D-Bus error as a user reads it: the message, and what to do when the bus said no.
-    static func explain(_ error: DBusError) -> Failure {
+    static func explain(_ error: DBusError, service: String = Self.service) -> Failure {
+        let daemon = service.split(separator: ".").last.map { $0.lowercased() } ?? service
         switch error.name {
-        case "org.freedesktop.DBus.Error.AccessDenied", "org.vmtools.Error.AccessDenied":
-            return Failure("\(error.message) (only root and members of group vmtools may manage VMs)")
+        case "org.freedesktop.DBus.Error.AccessDenied":
+            return Failure("\(error.message) (only root and members of group vmtools may use \(daemon))")
         case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner":
-            return Failure("concierge is not running and could not be started: \(error.message)")
+            return Failure("\(daemon) is not running and could not be started: \(error.message)")
         case DBusError.timeoutName, DBusError.noReplyName:
-            return Failure("concierge did not answer in time: \(error.message)")
+            return Failure("\(daemon) did not answer in time: \(error.message)")
         default:
             let kind = error.name.split(separator: ".").last.map(String.init) ?? error.name
             return Failure("\(error.message) (\(kind))")

@@ -14,7 +14,8 @@ struct VMToolsCtl: AsyncParsableCommand {
             vsock socket (vmm --vsock PATH). Completion scripts: --generate-completion-script bash.
             """,
         subcommands: [
-            Start.self, Stop.self, List.self, Info.self, Shell.self, Exec.self, Disk.self, Guest.self, Image.self,
+            Start.self, Stop.self, List.self, Info.self, Shell.self, Exec.self, Share.self, Unshare.self, Shares.self,
+            Disk.self, Guest.self, Image.self,
         ])
 }
 

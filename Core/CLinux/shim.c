@@ -84,3 +84,102 @@ int clinux_pidfd_open(int pid) {
 int clinux_pidfd_send_signal(int pidfd, int signal) {
     return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
 }
+
+// MARK: - Mounts
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+
+int clinux_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS) == 0 ? 0 : -errno; }
+
+int clinux_mount_propagation(const char *path, int kind, int recursive) {
+    unsigned long flags = kind == 2 ? MS_SHARED : kind == 1 ? MS_SLAVE : MS_PRIVATE;
+    if (recursive) flags |= MS_REC;
+    return mount(NULL, path, NULL, flags, NULL) == 0 ? 0 : -errno;
+}
+
+int clinux_mount_tmpfs(const char *path, const char *options) {
+    return mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) == 0 ? 0 : -errno;
+}
+
+int clinux_mount_bind(const char *source, const char *target) {
+    return mount(source, target, NULL, MS_BIND | MS_REC, NULL) == 0 ? 0 : -errno;
+}
+
+int clinux_unmount_detached(const char *path) { return umount2(path, MNT_DETACH) == 0 ? 0 : -errno; }
+
+int clinux_pivot_to_cwd(void) {
+    // The old root ends up stacked under the new one at "/"; detaching "/" then takes it away.
+    if (syscall(SYS_pivot_root, ".", ".") != 0) return -errno;
+    if (umount2(".", MNT_DETACH) != 0) return -errno;
+    return chdir("/") == 0 ? 0 : -errno;
+}
+
+int clinux_clone_tree(int fd) {
+    int tree = (int)syscall(SYS_open_tree, fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+    return tree >= 0 ? tree : -errno;
+}
+
+int clinux_tree_set_attributes(int tree_fd, int read_only) {
+    struct mount_attr attributes;
+    memset(&attributes, 0, sizeof attributes);
+    attributes.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0);
+    long r = syscall(SYS_mount_setattr, tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attributes, sizeof attributes);
+    return r == 0 ? 0 : -errno;
+}
+
+int clinux_attach_tree(int tree_fd, const char *target) {
+    long r = syscall(SYS_move_mount, tree_fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+    return r == 0 ? 0 : -errno;
+}
+
+// MARK: - Descriptor passing
+
+long clinux_send_with_fds(int fd, const void *data, unsigned long len, const int *fds, int count) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    char control[CMSG_SPACE(sizeof(int) * 253)];
+    if (count > 0) {
+        if (count > 253) return -EINVAL;
+        memset(control, 0, sizeof control);
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+        struct cmsghdr *header = CMSG_FIRSTHDR(&msg);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(sizeof(int) * count);
+        memcpy(CMSG_DATA(header), fds, sizeof(int) * count);
+    }
+    ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return sent >= 0 ? (long)sent : -errno;
+}
+
+long clinux_recv_with_fds(int fd, void *data, unsigned long len, int *fds, int max, int *count, int *truncated) {
+    struct iovec iov = {.iov_base = data, .iov_len = len};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    char control[CMSG_SPACE(sizeof(int) * 253)];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    *count = 0;
+    *truncated = 0;
+    ssize_t received = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (received < 0) return -errno;
+    if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
+    for (struct cmsghdr *header = CMSG_FIRSTHDR(&msg); header; header = CMSG_NXTHDR(&msg, header)) {
+        if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+        int n = (int)((header->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *received_fds = (int *)CMSG_DATA(header);
+        for (int i = 0; i < n; i++) {
+            if (*count < max) fds[(*count)++] = received_fds[i];
+            else { close(received_fds[i]); *truncated = 1; }
+        }
+    }
+    return (long)received;
+}

@@ -75,6 +75,10 @@ final class P9RequestQueue: @unchecked Sendable {
         }
     }
 
+    /// Whether the caller's slot is the only one taken and nothing waits for a worker: a
+    /// request handled at once keeps the order, and no other waits behind it.
+    var isAlone: Bool { locked { active == 1 && jobs.isEmpty } }
+
     /// Waits until no request other than `except` slots is in flight.
     func waitIdle(except: Int = 0) {
         locked {

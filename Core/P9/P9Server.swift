@@ -69,6 +69,10 @@ public final class P9Server: Sendable {
         public var maxXattrBytes: Int
         /// Guest ↔ host id mapping.
         public var idMapping: P9IDMapping
+        /// Whether set-user-ID and set-group-ID bits a client asks for (create, mkdir, mknod,
+        /// chmod) reach the host. Off, they are dropped: a guest cannot plant a set-ID program in
+        /// a host folder (what systemd's RestrictSUIDSGID does, which also takes openat2 away).
+        public var allowsSetID: Bool
         /// Tests only: runs on the worker thread before each queued request is handled (to make
         /// an operation slow, or hold it until a flush arrives).
         var beforeHandling: (@Sendable (P9Request) -> Void)? = nil
@@ -76,7 +80,7 @@ public final class P9Server: Sendable {
         public init(
             root: String, readOnly: Bool = false, exportName: String? = nil, maxMessageSize: UInt32 = 1 << 20,
             maxInFlight: Int = 8, maxFids: Int = 16384, maxXattrBytes: Int = 1 << 20,
-            idMapping: P9IDMapping = .identity
+            idMapping: P9IDMapping = .identity, allowsSetID: Bool = true
         ) {
             self.root = root
             self.readOnly = readOnly
@@ -86,6 +90,7 @@ public final class P9Server: Sendable {
             self.maxFids = max(1, maxFids)
             self.maxXattrBytes = maxXattrBytes
             self.idMapping = idMapping
+            self.allowsSetID = allowsSetID
         }
     }
 

@@ -200,7 +200,7 @@ extension P9Session {
         let map = configuration.idMapping
         if a.valid & P9.setattrMode != 0 {
             guard !st.isSymlink else { throw P9Errno(EOPNOTSUPP) }
-            try check { chmod(file.procPath, mode_t(a.mode & 0o7777)) }
+            try check { chmod(file.procPath, mode_t(permissions(a.mode))) }
         }
         if a.valid & (P9.setattrUID | P9.setattrGID) != 0 {
             let uid = a.valid & P9.setattrUID != 0 ? map.hostUID(a.uid) : UInt32.max
@@ -296,7 +296,7 @@ extension P9Session {
         var host = try hostOpenFlags(flags) & ~P9SYS_O_DIRECTORY
         host |= O_CREAT | P9SYS_O_NOFOLLOW | P9SYS_O_CLOEXEC
         if flags & 0o200 != 0 { host |= O_EXCL }
-        let fd = try check { p9sys_openat2(directory.file.fd, name, host, mode & 0o7777, confinedResolve) }
+        let fd = try check { p9sys_openat2(directory.file.fd, name, host, permissions(mode), confinedResolve) }
         let opened = Descriptor(fd)
         let pathFD = try check { open(opened.procPath, P9SYS_O_PATH | P9SYS_O_CLOEXEC) }
         let file = Descriptor(pathFD)
@@ -402,6 +402,11 @@ extension P9Session {
 
     // MARK: - Creating
 
+    /// The permission bits of `mode` that may reach the host (set-ID ones only if allowed).
+    func permissions(_ mode: UInt32) -> UInt32 {
+        mode & (configuration.allowsSetID ? 0o7777 : 0o1777)
+    }
+
     /// Gives a new file the creator's owner (when the server runs as root) and group, then the
     /// mode asked for (the server's umask must not narrow it; chown may have cleared set-id
     /// bits). Best effort: a server without the privilege leaves its own ids.
@@ -409,7 +414,7 @@ extension P9Session {
         let map = configuration.idMapping
         let owner = geteuid() == 0 && uid != P9.noFid ? map.hostUID(uid) : UInt32.max
         _ = fchownat(file.fd, "", owner, map.hostGID(gid), P9SYS_AT_EMPTY_PATH | P9SYS_AT_SYMLINK_NOFOLLOW)
-        if let mode { _ = chmod(file.procPath, mode_t(mode & 0o7777)) }
+        if let mode { _ = chmod(file.procPath, mode_t(permissions(mode))) }
     }
 
     private func mkdir(dirFid: UInt32, name: String, mode: UInt32, gid: UInt32) throws(P9Errno) -> P9Response {
@@ -417,7 +422,7 @@ extension P9Session {
         try validateName(name)
         let directory = try lookup(dirFid)
         let dir = directory.file
-        try check { mkdirat(dir.fd, name, mode_t(mode & 0o7777)) }
+        try check { mkdirat(dir.fd, name, mode_t(permissions(mode))) }
         let node = try openPath(in: dir, name)
         adoptOwnership(node, uid: directory.uid, gid: gid, mode: mode)
         return .mkdir(qid: try node.stat().qid)
@@ -444,7 +449,7 @@ extension P9Session {
         guard type == 0o100000 || type == 0o010000 || type == 0o140000 else { throw P9Errno(EPERM) }
         let directory = try lookup(dirFid)
         let dir = directory.file
-        try check { mknodat(dir.fd, name, mode_t(type | (mode & 0o7777)), 0) }
+        try check { mknodat(dir.fd, name, mode_t(type | permissions(mode)), 0) }
         let node = try openPath(in: dir, name)
         adoptOwnership(node, uid: directory.uid, gid: gid, mode: mode)
         return .mknod(qid: try node.stat().qid)

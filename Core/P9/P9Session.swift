@@ -7,7 +7,9 @@ import Synchronization
 
 /// One connection: the reader (the thread that called ``P9Server/serve(fd:)``) reads frames,
 /// answers Tversion and Tflush itself and hands every other request to a pool of worker
-/// threads; replies are written whole, one at a time.
+/// threads; replies are written whole, one at a time. A quick metadata request (walk, getattr,
+/// clunk, ...) that arrives while nothing else is in flight, as a `find` or `stat` sends them
+/// one by one, is handled by the reader itself: two thread hand-offs fewer per request.
 ///
 /// Tflush: a request still queued is dropped and only Rflush is sent; one already running
 /// finishes, its reply is written, then Rflush (both under the write lock, so the order holds).
@@ -117,7 +119,12 @@ final class P9Session: @unchecked Sendable {
                     return false
                 }
                 if duplicate { return .protocolError("tag \(tag) reused while in flight") }
-                queue.push(P9Job(tag: tag, request: request))
+                let job = P9Job(tag: tag, request: request)
+                if Self.isQuick(request), configuration.beforeHandling == nil, queue.isAlone {
+                    perform(job)
+                } else {
+                    queue.push(job)
+                }
             }
         }
     }
@@ -161,35 +168,47 @@ final class P9Session: @unchecked Sendable {
 
     // MARK: - Workers
 
-    private func workerLoop() {
-        while let job = queue.pop() {
-            let run = inFlight.withLock { table -> Bool in
-                guard var entry = table[job.tag], !entry.cancelled else { return false }
-                entry.started = true
-                table[job.tag] = entry
-                return true
-            }
-            var reply: [UInt8]? = nil
-            if run {
-                configuration.beforeHandling?(job.request)
-                let response: P9Response
-                do {
-                    response = try handle(job.request)
-                } catch {
-                    response = .error(errno: UInt32(error.code))
-                }
-                reply = response.encode(tag: job.tag)
-            }
-            writeLock.withLock { _ in
-                // The tag is free before its reply is out (a client may reuse it the moment it
-                // reads the reply); a Tflush that now finds it gone answers at once, but must
-                // wait for this lock, so its Rflush still follows the reply.
-                let flushes = inFlight.withLock { $0.removeValue(forKey: job.tag)?.flushTags ?? [] }
-                if let reply { write(reply) }
-                for flushTag in flushes { write(P9Response.flush.encode(tag: flushTag)) }
-            }
-            queue.releaseSlot()
+    /// Requests that never wait on anything but the file system itself (not on a FIFO's other
+    /// end, as an open or a read may, nor on a lock).
+    static func isQuick(_ request: P9Request) -> Bool {
+        switch request {
+        case .walk, .getattr, .clunk, .statfs, .readlink, .readdir: return true
+        default: return false
         }
+    }
+
+    private func workerLoop() {
+        while let job = queue.pop() { perform(job) }
+    }
+
+    /// Handles `job` and writes its reply (and the Rflushes waiting for it); frees its slot.
+    private func perform(_ job: P9Job) {
+        let run = inFlight.withLock { table -> Bool in
+            guard var entry = table[job.tag], !entry.cancelled else { return false }
+            entry.started = true
+            table[job.tag] = entry
+            return true
+        }
+        var reply: [UInt8]? = nil
+        if run {
+            configuration.beforeHandling?(job.request)
+            let response: P9Response
+            do {
+                response = try handle(job.request)
+            } catch {
+                response = .error(errno: UInt32(error.code))
+            }
+            reply = response.encode(tag: job.tag)
+        }
+        writeLock.withLock { _ in
+            // The tag is free before its reply is out (a client may reuse it the moment it
+            // reads the reply); a Tflush that now finds it gone answers at once, but must
+            // wait for this lock, so its Rflush still follows the reply.
+            let flushes = inFlight.withLock { $0.removeValue(forKey: job.tag)?.flushTags ?? [] }
+            if let reply { write(reply) }
+            for flushTag in flushes { write(P9Response.flush.encode(tag: flushTag)) }
+        }
+        queue.releaseSlot()
     }
 
     // MARK: - Replies

@@ -59,6 +59,17 @@ public struct SeccompFilter: Sendable {
         rules.append(Rule(name, argument: argument, in: values))
     }
 
+    /// The flags glibc's pthread_create passes to clone(2) (CLONE_VM | FS | FILES | SIGHAND |
+    /// THREAD | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID).
+    public static let threadCloneFlags: UInt64 = 0x3D_0F00
+
+    /// Allows new threads and no new processes: clone only with pthread_create's flags, and clone3
+    /// (whose flags live in memory a filter cannot read) fails with ENOSYS so that glibc falls back.
+    public mutating func allowThreadsOnly() {
+        allow("clone", argument: 0, in: [Self.threadCloneFlags])
+        refuse("clone3", errno: ENOSYS)
+    }
+
     /// Makes `name` fail with `errno` (for example ENOSYS for clone3, whose flags live in memory
     /// a filter cannot read, so that glibc falls back to clone, whose flags it can).
     public mutating func refuse(_ name: String, errno code: Int32) {

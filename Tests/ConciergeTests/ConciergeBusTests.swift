@@ -2,6 +2,7 @@ import ConciergeService
 import DBus
 import DBusTestSupport
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -74,23 +75,9 @@ final class ConciergeBusTests {
 
     @Test("the exported interface is exactly dbus/interfaces/org.vmtools.Concierge.xml")
     func introspection() async throws {
-        let live = try await Self.run([
-            "/usr/bin/busctl", "--address=\(address)", "introspect", "--xml-interface", ConciergeInterface.name,
-            ConciergeInterface.path,
-        ]).out
-        let committed = try String(
-            contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent("dbus/interfaces/org.vmtools.Concierge.xml").path,
-            encoding: .utf8)
-        func interfaceBlock(_ xml: String) -> String? {
-            guard let start = xml.range(of: "<interface name=\"org.vmtools.Concierge\">"),
-                let end = xml.range(of: "</interface>", range: start.upperBound..<xml.endIndex)
-            else { return nil }
-            return xml[start.lowerBound..<end.upperBound].split(separator: "\n")
-                .map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
-        }
-        let exported = try #require(interfaceBlock(live), "busctl shows the interface")
-        #expect(exported == interfaceBlock(committed), "regenerate the XML when the interface changes")
+        let blocks = try await bus.interfaceBlocks(ConciergeInterface.name, path: ConciergeInterface.path)
+        let exported = try #require(blocks.exported, "busctl shows the interface")
+        #expect(exported == blocks.committed, "regenerate the XML when the interface changes")
     }
 
     @Test("bad calls get named errors: unknown options, mistyped options, unknown VMs")
@@ -194,7 +181,7 @@ final class ConciergeBusTests {
 
     /// The vmtoolsctl built beside the tests, on this bus (as the system bus), as `uid` if given.
     func vmtoolsctl(_ arguments: String..., as uid: UInt32? = nil) async throws -> (status: Int32, out: String) {
-        var command = [VMManagerTests.Fixture.builtProduct("vmtoolsctl")] + arguments
+        var command = [builtProduct("vmtoolsctl")] + arguments
         if let uid { command = ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups"] + command }
         return try await Self.run(command, environment: ["DBUS_SYSTEM_BUS_ADDRESS": address])
     }

@@ -1,6 +1,8 @@
 import ConciergeService
 import Foundation
+import Processes
 import Synchronization
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -25,7 +27,7 @@ struct VMManagerTests {
             var config = ConciergeConfiguration()
             config.stateDirectory = "\(folder)/state"
             config.runtimeDirectory = "\(folder)/run"
-            config.vmmPath = Self.builtProduct("vmm")
+            config.vmmPath = builtProduct("vmm")
             // Unique per fixture: tests run in parallel, each would otherwise want <prefix>0.
             config.tapPrefix = "vt\(UUID().uuidString.prefix(6).lowercased())x"
             config.stopStepSeconds = 0.5
@@ -54,19 +56,6 @@ struct VMManagerTests {
         }
 
         var savedState: ConciergeState? { try? StateFile<ConciergeState>(path: config.stateFile).load() }
-
-        /// A product of this package, built beside the test bundle.
-        static func builtProduct(_ name: String) -> String {
-            let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            for folder in [bundle, bundle.deletingLastPathComponent()]
-            where FileManager.default.isExecutableFile(
-                atPath: folder.appendingPathComponent(name).path)
-            {
-                return folder.appendingPathComponent(name).path
-            }
-            return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
-        }
     }
 
     @Test("bad requests are refused with InvalidArgument or NotFound, and nothing is allocated")

@@ -213,3 +213,27 @@ private final class Outcome<T: Sendable>: @unchecked Sendable {
     }
     func get() -> Result<T, any Error>? { lock.withLock { result } }
 }
+
+extension PrivateBus {
+    /// The `<interface name="NAME">` block that `busctl introspect` shows live at `path`, and the
+    /// same block of the committed `dbus/interfaces/NAME.xml` (of the repository holding
+    /// `testFile`, a test's `#filePath`), each with its lines' indentation dropped: equal when
+    /// the XML is current.
+    public func interfaceBlocks(_ name: String, path: String, testFile: String = #filePath) async throws -> (
+        exported: String?, committed: String?
+    ) {
+        let live = try await busctl(["introspect", "--xml-interface", name, path]).out
+        let committed = try String(
+            contentsOfFile: URL(fileURLWithPath: testFile).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("dbus/interfaces/\(name).xml").path,
+            encoding: .utf8)
+        func block(_ xml: String) -> String? {
+            guard let start = xml.range(of: "<interface name=\"\(name)\">"),
+                let end = xml.range(of: "</interface>", range: start.upperBound..<xml.endIndex)
+            else { return nil }
+            return xml[start.lowerBound..<end.upperBound].split(separator: "\n")
+                .map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "\n")
+        }
+        return (block(live), block(committed))
+    }
+}

@@ -397,3 +397,30 @@ extension P9Response {
         return -1
     }
 }
+
+@Suite("P9 set-ID bits")
+struct P9SetIDTests {
+    @Test("with allowsSetID off, set-user-ID and set-group-ID bits never reach the host")
+    func dropped() throws {
+        let (sandbox, client) = try session { $0.allowsSetID = false }
+        try client.walk("", to: 1)
+        try client.ok(.lcreate(fid: 1, name: "prog", flags: LFlags.readWrite, mode: 0o4755, gid: 0))
+        #expect(lstatOf(sandbox.share + "/prog").map { $0.st_mode & 0o7777 } == 0o755)
+        try client.ok(.mkdir(dirFid: 0, name: "dir", mode: 0o2775, gid: 0))
+        #expect(lstatOf(sandbox.share + "/dir").map { $0.st_mode & 0o7777 } == 0o775)
+        try client.walk("prog", to: 2)
+        var a = P9SetAttributes()
+        a.valid = P9.setattrMode
+        a.mode = 0o6711
+        try client.ok(.setattr(fid: 2, attributes: a))
+        #expect(lstatOf(sandbox.share + "/prog").map { $0.st_mode & 0o7777 } == 0o711)
+    }
+
+    @Test("by default (a server of one's own files, as root) they pass")
+    func kept() throws {
+        let (sandbox, client) = try session()
+        try client.walk("", to: 1)
+        try client.ok(.lcreate(fid: 1, name: "prog", flags: LFlags.readWrite, mode: 0o4755, gid: 0))
+        #expect(lstatOf(sandbox.share + "/prog").map { $0.st_mode & 0o7777 } == 0o4755)
+    }
+}

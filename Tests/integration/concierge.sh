@@ -5,11 +5,13 @@
 # ping each other; ListVms/GetVmInfo agree; bad calls and strangers get named errors; a
 # concierge killed with its VM running re-adopts it; StopVm frees CID, subnet and TAP; stopping
 # the unit stops the VMs. vmtoolsctl does the same for users (root and group vmtools); a
-# restart keeps the VMs; a crashed vmm is noticed; guests reach beyond the host through NAT.
+# restart keeps the VMs; a crashed vmm is noticed; guests reach beyond the host through NAT; each
+# VM gets a 9P server at seneschal mounted at /mnt/shared, and `vmtoolsctl share` fills it.
 source "$(dirname "$0")/lib.sh"
 dest=org.vmtools.Concierge
 path=/org/vmtools/Concierge
-c() { busctl --system call "$dest" "$path" "$dest" "$@"; }
+# StartVm waits for the guest agent: on a loaded 2-core CI host that can pass busctl's 25 s default.
+c() { busctl --system --timeout=180 call "$dest" "$path" "$dest" "$@"; }
 export -f c
 export dest path
 work=$(mktemp -d)
@@ -58,6 +60,15 @@ check "a member of group vmtools may use vmtoolsctl and the shell; the vsock and
   bash -c "[ \"\$(as_user timeout 60 vmtoolsctl shell demo -- echo hi)\" = hi ] && as_user vmtoolsctl list | grep -q '^demo ' && socat -u /dev/null UNIX-CONNECT:/run/vmtools/demo/control.sock && ! as_user socat -u /dev/null UNIX-CONNECT:/run/vmtools/demo/vsock.sock 2>/dev/null && ! as_user socat -u /dev/null UNIX-CONNECT:/run/vmtools/demo/control.sock 2>/dev/null"
 check "the guest sees the disk (64 MiB); it cannot be destroyed or given to a second VM while demo uses it" \
   bash -c "[ \"\$(x -- cat /sys/block/vda/size)\" = 131072 ] && vmtoolsctl disk destroy scratch 2>&1 | grep -q 'in use by VM demo (Busy)' && c StartVm 'sa{sv}' other 1 disks as 1 scratch 2>&1 | grep -q 'in use by VM demo'"
+mkdir -p /srv/host-share/docs /srv/ro-share && echo from-host >/srv/host-share/docs/hello.txt && echo ro >/srv/ro-share/f
+check "the VM got a shared folder: a 9P server at seneschal, mounted by maitred at /mnt/shared" \
+  bash -c "[ '$(info shared_folder)' = /mnt/shared ] && [ '$(info seneschal_handle)' -gt 0 ] && x -- grep -q ' /mnt/shared 9p ' /proc/mounts"
+check "vmtoolsctl share --writable: the guest reads and edits the host's folder; the host sees the edit" \
+  bash -c "[ \"\$(vmtoolsctl share demo /srv/host-share/docs --writable)\" = /mnt/shared/docs ] && [ \"\$(x -- cat /mnt/shared/docs/hello.txt)\" = from-host ] && x -- sh -c 'echo from-guest >/mnt/shared/docs/new.txt' && [ \"\$(cat /srv/host-share/docs/new.txt)\" = from-guest ]"
+check "a read-only share refuses the guest's writes; shares lists both; unshare takes it away" \
+  bash -c "vmtoolsctl share demo /srv/ro-share --as ro && [ \"\$(x -- cat /mnt/shared/ro/f)\" = ro ] && ! x -- sh -c 'echo no >/mnt/shared/ro/f' && [ \"\$(cat /srv/ro-share/f)\" = ro ] && vmtoolsctl shares demo | tee /dev/stderr | grep -q '^/mnt/shared/ro  *ro  */srv/ro-share\$' && vmtoolsctl unshare demo /mnt/shared/ro && ! x -- test -e /mnt/shared/ro"
+check "a vmtools member cannot share through a VM root started (its server serves as root)" \
+  bash -c "as_user vmtoolsctl share demo /srv/ro-share 2>&1 | grep -q 'may use only its own servers (AccessDenied)'"
 check "concierge's journal entries are structured (LOGGER, CODE_FILE, PRIORITY from its swift-log handler)" \
   bash -c "journalctl -u vmtools-concierge -o export --no-pager | grep -a -q '^LOGGER=concierge\$' && journalctl -u vmtools-concierge -o export --no-pager | grep -a -q '^CODE_FILE=.*Concierge.swift\$' && journalctl -u vmtools-concierge -p info -o export --no-pager | grep -a -q '^MESSAGE=serving org.vmtools.Concierge'"
 check "bad input: an unknown option is InvalidArgs, a second demo is AlreadyExists, a missing VM NotFound" \
@@ -71,6 +82,8 @@ check "concierge killed with its VM running: the restarted concierge re-adopts t
   bash -c "systemctl kill --kill-whom=main -s KILL vmtools-concierge; sleep 2; kill -0 $pid && c ListVms | grep -q '\"name\" s \"demo\"' && journalctl -u vmtools-concierge --no-pager | grep -q 're-adopted VM demo'"
 check "vmtoolsctl stop demo powers the guest off and frees everything: vmm gone, TAP gone; the disk can go" \
   bash -c "vmtoolsctl stop demo && ! kill -0 $pid 2>/dev/null && ! ip link show '$tap' 2>/dev/null && c ListVms | grep -qx 'aa{sv} 0' && grep -q 'VmStopped' $work/signals && vmtoolsctl disk destroy scratch"
+check "the stopped VM's 9P server is gone from seneschal" \
+  bash -c "busctl --system call org.vmtools.Seneschal /org/vmtools/Seneschal org.vmtools.Seneschal ListServers | grep -qx 'aa{sv} 0'"
 check "a second VM gets a new CID (CIDs go round) and the freed /30" \
   bash -c "c StartVm 'sa{sv}' two 1 memory_mib u 512 >$work/two && grep -q '\"cid\" u 4 ' $work/two && grep -q '\"ipv4\" s \"100.115.92.26\"' $work/two"
 two_pid=$(field "$work/two" pid)

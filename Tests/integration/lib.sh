@@ -15,7 +15,17 @@ check() {
     failed=$((failed + 1))
     echo "FAIL - $name"
     printf '%s\n' "$output" | tail -n 20 | sed 's/^/       | /'
+    report_triple_faults
   fi
+}
+
+# A nested guest that triple-faulted is a known testbed flake (tools/test retries such a test
+# once, and says so): name the VM logs that show one, so a failed check can be told apart.
+report_triple_faults() {
+  local file
+  for file in $(grep -rlsI -D skip 'the guest triple-faulted (KVM_EXIT_SHUTDOWN)' ${work:+"$work"} /run/vmtools 2>/dev/null | sort -u); do
+    echo "       | testbed: the guest triple-faulted (KVM_EXIT_SHUTDOWN), says $file"
+  done
 }
 
 finish() {
@@ -63,3 +73,42 @@ make_initramfs() {
   (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
   rm -rf "$root"
 }
+
+# MARK: - 9P file-system checks (p9-linux.sh, seneschal.sh)
+
+# workout DIR: the same operations in a folder; prints what the tree ends up as (no inode
+# numbers or times), to compare a 9P mount with a local folder.
+workout() {
+  set -e
+  cd "$1"
+  echo hello >f && cat f >/dev/null
+  mkdir -p a/b/c/d
+  mv f a/b/g
+  echo bye >>a/b/g
+  ln -s a/b/g link
+  ln -s /outside/absolute abs
+  echo x >h1 && ln h1 h2
+  chmod 640 h1 && chmod 700 a/b/c
+  printf '%s' 0123456789 >t && truncate -s 100000 t && truncate -s 5 t
+  mkdir gone && rmdir gone
+  touch del && rm del
+  echo data >src && mv src a/b/c/dst
+  mkfifo pipe
+  cd - >/dev/null
+  (cd "$1" && find . -mindepth 1 -printf '%P %y %s %m %n %l\n' | LC_ALL=C sort)
+}
+export -f workout
+
+# ro_refuses MOUNT EXPORT: every change through MOUNT (a read-only 9P mount whose EXPORT holds
+# exactly one file, `kept`, reading "keep") fails as read-only and changes nothing.
+ro_refuses() {
+  local ro=$1 export=$2 op out
+  for op in "touch $ro/new" "truncate -s 0 $ro/kept" "chmod 600 $ro/kept" "mv $ro/kept $ro/moved" \
+    "rm $ro/kept" "mkdir $ro/d" "ln -s x $ro/l" "setfattr -n user.a -v b $ro/kept" \
+    "dd if=/dev/zero of=$ro/kept bs=1 count=1 conv=notrunc status=none"; do
+    if out=$($op 2>&1); then echo "allowed: $op"; return 1; fi
+    echo "$out" | grep -qi 'read-only' || { echo "$op: $out"; return 1; }
+  done
+  [ "$(cat "$export/kept")" = keep ] && [ "$(ls "$export" | wc -l)" = 1 ]
+}
+export -f ro_refuses

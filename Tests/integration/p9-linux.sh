@@ -23,27 +23,6 @@ for _ in $(seq 100); do [ -S "$work/rw.sock" ] && [ -S "$work/ro.sock" ] && brea
 check "the Linux client mounts the export (9p2000.L, trans=unix)" \
   bash -c "modprobe 9p && mount -t 9p -o $opts '$work/rw.sock' '$mnt' && mount | grep -q ' $mnt type 9p'"
 
-# The same operations in a folder; prints what the tree ends up as (no inode numbers or times).
-workout() {
-  set -e
-  cd "$1"
-  echo hello >f && cat f >/dev/null
-  mkdir -p a/b/c/d
-  mv f a/b/g
-  echo bye >>a/b/g
-  ln -s a/b/g link
-  ln -s /outside/absolute abs
-  echo x >h1 && ln h1 h2
-  chmod 640 h1 && chmod 700 a/b/c
-  printf '%s' 0123456789 >t && truncate -s 100000 t && truncate -s 5 t
-  mkdir gone && rmdir gone
-  touch del && rm del
-  echo data >src && mv src a/b/c/dst
-  mkfifo pipe
-  cd - >/dev/null
-  (cd "$1" && find . -mindepth 1 -printf '%P %y %s %m %n %l\n' | LC_ALL=C sort)
-}
-export -f workout
 check "a workout through the mount leaves the same tree as on a local folder" \
   bash -c "workout '$ref' >'$work/ref.tree' && workout '$mnt' >'$work/mnt.tree' && diff '$work/ref.tree' '$work/mnt.tree' && (cd '$share' && find . -mindepth 1 -printf '%P %y %s %m %n %l\n' | LC_ALL=C sort) | diff '$work/ref.tree' -"
 check "content written through the mount is on the host, and host edits show through (cache=none)" \
@@ -82,20 +61,9 @@ check "no way out: a symlink to a file outside is stored as a link (the server n
 echo keep >"$ro_export/kept"
 check "a read-only export mounts and reads" \
   bash -c "mount -t 9p -o $opts '$work/ro.sock' '$ro' && [ \"\$(cat '$ro/kept')\" = keep ]"
-# Every change to the read-only export fails with EROFS and changes nothing.
-ro_refuses() {
-  local op out
-  for op in "touch $ro/new" "truncate -s 0 $ro/kept" "chmod 600 $ro/kept" "mv $ro/kept $ro/moved" \
-    "rm $ro/kept" "mkdir $ro/d" "ln -s x $ro/l" "setfattr -n user.a -v b $ro/kept" \
-    "dd if=/dev/zero of=$ro/kept bs=1 count=1 conv=notrunc status=none"; do
-    if out=$($op 2>&1); then echo "allowed: $op"; return 1; fi
-    echo "$out" | grep -qi 'read-only' || { echo "$op: $out"; return 1; }
-  done
-  [ "$(cat "$ro_export/kept")" = keep ] && [ "$(ls "$ro_export" | wc -l)" = 1 ]
-}
-export -f ro_refuses
 export ro ro_export
-check "a read-only export refuses create, truncate, chmod, rename, unlink, mkdir, symlink, xattr and writes (EROFS)" bash -c ro_refuses
+check "a read-only export refuses create, truncate, chmod, rename, unlink, mkdir, symlink, xattr and writes (EROFS)" \
+  bash -c "ro_refuses '$ro' '$ro_export'"
 
 check "unmount and mount again: the server serves a new session" \
   bash -c "umount '$mnt' && mount -t 9p -o $opts '$work/rw.sock' '$mnt' && [ -f '$mnt/a/b/c/dst' ]"

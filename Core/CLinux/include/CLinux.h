@@ -16,9 +16,18 @@
 
 /// accept4(2), which needs _GNU_SOURCE in glibc's headers.
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+/// pipe2(2), setresuid(2) and setresgid(2), behind _GNU_SOURCE too.
+int pipe2(int fds[2], int flags);
+int setresuid(unsigned int ruid, unsigned int euid, unsigned int suid);
+int setresgid(unsigned int rgid, unsigned int egid, unsigned int sgid);
+/// O_PATH (open(2)): a descriptor that names a file without opening it, also behind _GNU_SOURCE.
+static const int CLINUX_O_PATH = 010000000;
 
 /// Names the calling thread (at most 15 bytes are kept), as `ps -L` and /proc show it.
 static inline void clinux_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+/// PR_SET_DUMPABLE: 1 lets a process that changed its uid keep /proc/self/fd usable. Returns 0 or -1.
+static inline int clinux_set_dumpable(int dumpable) { return prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0); }
 
 // MARK: - TUN/TAP (ioctl is variadic and the request numbers are function-like macros)
 
@@ -103,5 +112,40 @@ int clinux_route_add_default(uint32_t gateway);
 int clinux_pidfd_open(int pid);
 /// pidfd_send_signal(2). Returns 0, or -errno.
 int clinux_pidfd_send_signal(int pidfd, int signal);
+
+// MARK: - Descriptor passing (shim.c: the CMSG macros)
+
+/// sendmsg(2) of `len` bytes with `count` descriptors as SCM_RIGHTS (none when 0), without
+/// blocking or SIGPIPE. Returns the bytes sent, or -errno.
+long clinux_send_with_fds(int fd, const void *data, unsigned long len, const int *fds, int count);
+/// recvmsg(2) of up to `len` bytes and up to `max` descriptors (close-on-exec), without
+/// blocking. Returns the bytes read (0: end of stream), or -errno; `*count` gets the number of
+/// descriptors placed in `fds`, `*truncated` 1 when more were sent than fit (those are lost).
+long clinux_recv_with_fds(int fd, void *data, unsigned long len, int *fds, int max, int *count, int *truncated);
+
+// MARK: - Mounts (shim.c): the new mount API and what a sandboxed server needs to set itself up
+
+/// unshare(CLONE_NEWNS): this process gets its own copy of the mount table. Returns 0, or -errno.
+int clinux_unshare_mount_namespace(void);
+/// mount(2) changing the propagation of `path` (and its submounts when `recursive`): `kind` 0
+/// private, 1 slave, 2 shared. Returns 0, or -errno.
+int clinux_mount_propagation(const char *path, int kind, int recursive);
+/// A tmpfs at `path` (nosuid, nodev, noexec) with `options` ("mode=0755,size=1m"). Returns 0, or -errno.
+int clinux_mount_tmpfs(const char *path, const char *options);
+/// A recursive bind mount of `source` at `target`. Returns 0, or -errno.
+int clinux_mount_bind(const char *source, const char *target);
+/// umount2(`path`, MNT_DETACH): the mount and everything below it. Returns 0, or -errno.
+int clinux_unmount_detached(const char *path);
+/// pivot_root(".", ".") then unmounting the old root: the current directory becomes "/".
+/// Returns 0, or -errno.
+int clinux_pivot_to_cwd(void);
+/// open_tree(`fd`, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH): a detached copy of the
+/// mount tree at `fd` (an O_PATH descriptor). Returns its descriptor, or -errno.
+int clinux_clone_tree(int fd);
+/// mount_setattr on a detached tree: read-only when `read_only`, always nosuid and nodev, for the
+/// tree and its submounts. Returns 0, or -errno.
+int clinux_tree_set_attributes(int tree_fd, int read_only);
+/// move_mount of a detached tree onto `target`. Returns 0, or -errno.
+int clinux_attach_tree(int tree_fd, const char *target);
 
 #endif

@@ -28,10 +28,6 @@ enum VMMSandbox {
     /// Terminal ioctls for the interactive console: tcgetattr/tcsetattr, window size, FIONBIO.
     static let terminalIoctls: [UInt64] = [0x5401, 0x5402, 0x5403, 0x5404, 0x5413, 0x5421]
 
-    /// The flags glibc's pthread_create passes to clone(2); any other clone (a new process) is refused.
-    /// (CLONE_VM | FS | FILES | SIGHAND | THREAD | SYSVSEM | SETTLS | PARENT_SETTID | CHILD_CLEARTID.)
-    static let threadCloneFlags: UInt64 = 0x3D_0F00
-
     static var policy: SeccompFilter {
         var filter = SeccompFilter(defaultAction: .trap)
         filter.allow([
@@ -54,8 +50,7 @@ enum VMMSandbox {
             "exit", "exit_group",
         ])
         filter.allow("ioctl", argument: 1, in: kvmIoctls + terminalIoctls + tapIoctls)
-        filter.allow("clone", argument: 0, in: [threadCloneFlags])
-        filter.refuse("clone3", errno: ENOSYS)
+        filter.allowThreadsOnly()
         // Opening files fails (not traps): glibc's malloc reads /proc/sys/vm/overcommit_memory
         // when it first trims a thread's heap, and copes with the error.
         filter.refuse("openat", errno: EACCES)

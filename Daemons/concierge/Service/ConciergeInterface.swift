@@ -27,13 +27,13 @@ public enum ConciergeInterface {
             _ member: String, in input: String = "", out output: String = "", inputNames: [String] = [],
             outputNames: [String] = [], _ body: @escaping @Sendable (DBusMethodCall) async throws -> [DBusValue]
         ) {
-            interface.method(member, in: input, out: output, inputNames: inputNames, outputNames: outputNames) { call in
-                try authorize(call.sender)
-                do { return try await body(call) } catch let error as ConciergeError { throw dbusError(error) }
-            }
+            interface.serviceMethod(
+                member, in: input, out: output, inputNames: inputNames, outputNames: outputNames, authorize: authorize,
+                body)
         }
         method("StartVm", in: "sa{sv}", out: "a{sv}", inputNames: ["name", "options"], outputNames: ["info"]) { call in
-            let options = try vmOptions(name: try call.argument(0, as: String.self), try call.options(1))
+            var options = try vmOptions(name: try call.argument(0, as: String.self), try call.options(1))
+            options.owner = call.sender.uid ?? 0
             return [dictionary(try await manager.start(options))]
         }
         method("StopVm", in: "s", inputNames: ["name"]) { call in
@@ -128,10 +128,7 @@ public enum ConciergeInterface {
             "maitred_socket": .string(info.maitredSocket), "shell_socket": .string(info.shellSocket),
             "control_socket": .string(info.controlSocket), "serial_log": .string(info.serialLog),
             "started_at": .double(info.startedAt),
+            "seneschal_handle": .uint32(info.shareServer), "shared_folder": .string(info.sharedFolder),
         ])
-    }
-
-    static func dbusError(_ error: ConciergeError) -> DBusError {
-        DBusError(name: error.dbusName, message: error.message)
     }
 }

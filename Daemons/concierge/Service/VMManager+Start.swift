@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GuestClient
 import GuestProtocol
+import Processes
 
 #if canImport(Glibc)
     import Glibc
@@ -90,6 +91,10 @@ extension VMManager {
             throw .failed("VM \(name)'s network: \(error)")
         }
 
+        let shareServer = await startShareServer(options, paths: paths)
+        var handedOver = false
+        defer { if !handedOver, let shareServer { stopShareServer(shareServer) } }
+
         let timeout = options.timeoutSeconds ?? config.startTimeoutSeconds
         let listener = Task {
             try await StartupListener.waitForReady(
@@ -132,6 +137,11 @@ extension VMManager {
             }
             _ = tap
             try await configureGuest(paths: paths, subnet: subnet)
+            var mountedServer = shareServer
+            if let server = shareServer, !(await mountSharedFolder(name, paths: paths)) {
+                stopShareServer(server)
+                mountedServer = nil
+            }
             if let gid = VMPaths.groupID(config.userGroup) {
                 for failure in paths.share(withGroup: gid) {
                     log("VM \(name): sharing with group \(config.userGroup): \(failure)")
@@ -140,7 +150,9 @@ extension VMManager {
             let record = VMRecord(
                 name: name, pid: process.pid, startTicks: Self.startTicks(of: process.pid) ?? 0, resources: resources,
                 tap: tapName, cpus: options.cpus, memoryMiB: options.memoryMiB, kernel: readyRequest.kernelRelease,
-                startedAt: Date().timeIntervalSince1970, disks: options.disks, writableDisks: options.writableDisks)
+                startedAt: Date().timeIntervalSince1970, disks: options.disks, writableDisks: options.writableDisks,
+                shareServer: mountedServer)
+            handedOver = true
             return (process, info(for: record, state: "running"), record)
         } catch {
             // A VMM that runs but whose guest never got ready, or could not be configured, goes

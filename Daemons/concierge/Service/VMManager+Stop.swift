@@ -2,6 +2,7 @@ import EventLoop
 import Foundation
 import GuestClient
 import GuestProtocol
+import Processes
 
 #if canImport(Glibc)
     import Glibc

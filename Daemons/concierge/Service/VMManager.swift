@@ -1,4 +1,5 @@
 import Foundation
+import Processes
 
 #if canImport(Glibc)
     import Glibc
@@ -13,6 +14,8 @@ public actor VMManager {
     let config: ConciergeConfiguration
     let log: @Sendable (String) -> Void
     let events: @Sendable (VMEvent) -> Void
+    /// Where each VM's 9P server comes from (nil: VMs get no shared folder).
+    let shareServers: (any ShareServers)?
     let stateFile: StateFile<ConciergeState>
     var state: ConciergeState
 
@@ -35,9 +38,10 @@ public actor VMManager {
     /// Loads the persisted state and re-adopts the VMs whose vmm still runs; frees the rest.
     public init(
         config: ConciergeConfiguration, log: @escaping @Sendable (String) -> Void,
-        events: @escaping @Sendable (VMEvent) -> Void
+        events: @escaping @Sendable (VMEvent) -> Void, shareServers: (any ShareServers)? = nil
     ) throws(ConciergeError) {
         self.config = config
+        self.shareServers = shareServers
         self.log = log
         self.events = events
         stateFile = StateFile(path: config.stateFile)
@@ -107,7 +111,8 @@ public actor VMManager {
             hostIPv4: "\(subnet.host)", netmask: "\(subnet.netmask)", mac: record.resources.mac, tap: record.tap,
             cpus: record.cpus, memoryMiB: record.memoryMiB, kernel: record.kernel, vsockSocket: paths.vsock,
             maitredSocket: paths.maitred, shellSocket: paths.shell, controlSocket: paths.control,
-            serialLog: paths.serialLog, startedAt: record.startedAt)
+            serialLog: paths.serialLog, startedAt: record.startedAt, shareServer: record.shareServer ?? 0,
+            sharedFolder: record.shareServer == nil ? "" : VMPaths.sharedFolder)
     }
 
     func persist() throws(ConciergeError) {
@@ -136,6 +141,7 @@ public actor VMManager {
     func finish(_ name: String, process: ChildProcess, _ termination: ChildProcess.Termination) {
         guard let vm = running[name], vm.process === process else { return }
         running[name] = nil
+        if let handle = state.vms[name]?.shareServer { stopShareServer(handle) }
         state.vms[name] = nil
         state.pools.release(name)
         persistLogging()

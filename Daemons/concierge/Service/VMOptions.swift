@@ -14,6 +14,8 @@ public struct VMOptions: Sendable, Equatable {
     public var memoryMiB = 1024
     /// Extra kernel command-line words.
     public var params = ""
+    /// The uid of who asked for the VM: the server of its shared folder serves as them.
+    public var owner: UInt32 = 0
     /// The guest's root disk (`maitred.root=`), e.g. `/dev/vda`; the initramfs when nil.
     public var root: String?
     /// Overrides ``ConciergeConfiguration/startTimeoutSeconds``.

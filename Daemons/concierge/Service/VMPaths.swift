@@ -14,4 +14,10 @@ public struct VMPaths: Sendable, Equatable {
     public var control: String { "\(folder)/control.sock" }
     public var serialLog: String { "\(folder)/serial.log" }
     public var vmmLog: String { "\(folder)/vmm.log" }
+
+    /// The guest's connections to host vsock port 16384 (seneschal's first) arrive here: the
+    /// listener of the VM's 9P server, which maitred mounts at ``sharedFolder``.
+    public static let sharePort: UInt32 = 16384
+    public var shareServer: String { "\(vsock)_\(Self.sharePort)" }
+    public static let sharedFolder = "/mnt/shared"
 }

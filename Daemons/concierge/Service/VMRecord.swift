@@ -16,10 +16,13 @@ public struct VMRecord: Codable, Sendable, Equatable {
     /// recorded).
     public var disks: [String]?
     public var writableDisks: [String]?
+    /// The handle of the VM's 9P server at seneschal, when it has one.
+    public var shareServer: UInt32?
 
     public init(
         name: String, pid: Int32, startTicks: UInt64, resources: VMResources, tap: String, cpus: Int, memoryMiB: Int,
-        kernel: String, startedAt: Double, disks: [String] = [], writableDisks: [String] = []
+        kernel: String, startedAt: Double, disks: [String] = [], writableDisks: [String] = [],
+        shareServer: UInt32? = nil
     ) {
         self.name = name
         self.pid = pid
@@ -32,6 +35,7 @@ public struct VMRecord: Codable, Sendable, Equatable {
         self.startedAt = startedAt
         self.disks = disks
         self.writableDisks = writableDisks
+        self.shareServer = shareServer
     }
 }
 
@@ -77,6 +81,9 @@ public struct VMInfo: Sendable, Equatable {
     public var controlSocket: String
     public var serialLog: String
     public var startedAt: Double
+    /// seneschal's handle of the VM's 9P server (0: none) and where the guest mounted it ("": nowhere).
+    public var shareServer: UInt32 = 0
+    public var sharedFolder = ""
 }
 
 /// Why a VM stopped (the VmStopped signal's reason).

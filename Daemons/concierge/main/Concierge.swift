@@ -6,9 +6,9 @@
 import ArgumentParser
 import ConciergeService
 import DBus
-import Dispatch
 import Journal
 import Logging
+import Processes
 
 #if canImport(Glibc)
     import Glibc
@@ -35,9 +35,7 @@ struct Concierge: AsyncParsableCommand {
     var startTimeout: Double = 120
 
     func run() async throws {
-        // Ignored, and watched through Dispatch: blocking them would have to happen before any
-        // thread exists, which an async main cannot promise.
-        let stopSignals = Self.watchStopSignals()
+        let stopSignals = StopSignals()
         signal(SIGPIPE, SIG_IGN)
 
         LoggingSystem.bootstrap { JournalLogHandler(label: $0, identifier: "vmtools-concierge") }
@@ -51,7 +49,9 @@ struct Concierge: AsyncParsableCommand {
 
         let connection = try await DBusConnection.open(bus == "system" ? .system : .address(bus))
         let signals = ConciergeSignals(connection: connection) { log.error("\($0)") }
-        let manager = try VMManager(config: config, log: { log.info("\($0)") }) { signals.emit($0) }
+        let manager = try VMManager(
+            config: config, log: { log.info("\($0)") }, events: { signals.emit($0) },
+            shareServers: SeneschalShareServers(connection: connection))
         let adopted = await manager.resume()
         signals.adopt(adopted)
         let policy = CallerPolicy()
@@ -66,7 +66,7 @@ struct Concierge: AsyncParsableCommand {
         log.info("serving \(ConciergeInterface.name); vmm \(config.vmmPath); \(adopted.count) VMs re-adopted")
         _ = SystemdNotify.ready(status: "serving; \(adopted.count) VMs re-adopted")
 
-        let signal = await stopSignals.stream.first { _ in true } ?? SIGTERM
+        let signal = await stopSignals.next()
         _ = SystemdNotify.stopping()
         await manager.abortStarts()
         // `systemctl restart` (an upgrade, say) keeps the VMs: the next concierge re-adopts them.
@@ -93,26 +93,5 @@ struct Concierge: AsyncParsableCommand {
             return parts.joined(separator: "/") + "/bin/vmm"
         }
         return "/usr/local/bin/vmm"
-    }
-
-    /// SIGTERM and SIGINT as a stream; the signals themselves are ignored.
-    static func watchStopSignals() -> StopSignals { StopSignals([SIGTERM, SIGINT]) }
-}
-
-/// Stop signals delivered through Dispatch sources, which live as long as this object.
-final class StopSignals: @unchecked Sendable {
-    let stream: AsyncStream<Int32>
-    private let sources: [any DispatchSourceSignal]
-
-    init(_ numbers: [Int32]) {
-        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        self.stream = stream
-        sources = numbers.map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { continuation.yield(number) }
-            source.resume()
-            return source
-        }
     }
 }

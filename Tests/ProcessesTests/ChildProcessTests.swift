@@ -1,12 +1,12 @@
-import ConciergeService
 import Foundation
+import Processes
 import Testing
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-@Suite("concierge child processes")
+@Suite("child processes")
 struct ChildProcessTests {
     @Test("exit status and signals come back through the pidfd")
     func termination() async throws {

@@ -6,14 +6,14 @@ import Synchronization
     import Glibc
 #endif
 
-/// A process concierge runs or watches (a VMM), held through a pidfd: signals reach exactly that
+/// A process a daemon runs or watches (a VMM, a 9P server), held through a pidfd: signals reach exactly that
 /// process even after its PID is reused, and its exit is noticed at once, not by polling.
 public final class ChildProcess: Sendable {
     /// How a process ended.
     public enum Termination: Sendable, Equatable, CustomStringConvertible {
         case exited(Int32)
         case signaled(Int32)
-        /// A process concierge did not start (re-adopted after a restart) ended; only its
+        /// A process the daemon did not start (re-adopted after a restart) ended; only its
         /// parent learns the status.
         case ended
 
@@ -89,7 +89,7 @@ public final class ChildProcess: Sendable {
         return try ChildProcess(pid: pid, pidfd: pidfd, isChild: true)
     }
 
-    /// Watches a process concierge did not start (a VMM that outlived a concierge restart).
+    /// Watches a process the daemon did not start (a VMM that outlived a concierge restart).
     public static func adopt(pid: pid_t) throws(ProcessError) -> ChildProcess {
         let pidfd = clinux_pidfd_open(pid)
         guard pidfd >= 0 else { throw .system("pidfd_open for pid \(pid)", -pidfd) }

@@ -1,0 +1,122 @@
+// mojo-proxy: carries Unix-socket connections (and the descriptors sent along them) between a
+// VM and its host, ARCVM's mojo proxy over vsock with numbered channels. One binary, two ends:
+//
+//   mojo-proxy host  --socket PATH [--channel N:PATH]...   the host's end: waits for the guest's
+//       link on PATH (where vmm sends the guest's connections to host vsock port 9900, i.e.
+//       <vsock socket>_9900) and connects each guest client to its channel's host socket
+//   mojo-proxy guest [--port 9900 | --link-socket PATH] [--channel N:PATH]...   the guest's end:
+//       links to the host (vsock CID 2) and listens on each channel's guest socket
+//
+// Without --channel, channel 1 is ARC's bridge, /run/chrome/arc/arc_bridge.sock on both ends.
+import ArgumentParser
+import CGuestSystem
+import CLinux
+import EventLoop
+import MojoProxy
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@main
+struct MojoProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mojo-proxy", abstract: "Bridge Unix-socket connections between a VM and its host.",
+        subcommands: [Host.self, Guest.self])
+
+    /// The vsock port of the link (ARCHITECTURE.md).
+    static let port: UInt32 = 9900
+    static let defaultChannels: [UInt32: String] = [1: "/run/chrome/arc/arc_bridge.sock"]
+
+    struct ChannelOptions: ParsableArguments {
+        @Option(name: .customLong("channel"), help: "N:PATH: channel N is the socket at PATH on this end (repeatable).")
+        var channels: [String] = []
+
+        func parsed() throws -> [UInt32: String] {
+            guard !channels.isEmpty else { return MojoProxyCommand.defaultChannels }
+            var result: [UInt32: String] = [:]
+            for channel in channels {
+                let parts = channel.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, let number = UInt32(parts[0]), number > 0, parts[1].hasPrefix("/") else {
+                    throw ValidationError("--channel \(channel): expected N:/absolute/path with N > 0")
+                }
+                guard result[number] == nil else { throw ValidationError("channel \(number) is given twice") }
+                result[number] = String(parts[1])
+            }
+            return result
+        }
+    }
+
+    struct Host: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The host's end: serve the guest's links.")
+
+        @Option(help: "The Unix socket the guest's link arrives on (<vsock socket>_9900 for a vmm VM).")
+        var socket: String
+
+        @OptionGroup var channels: ChannelOptions
+
+        func run() async throws {
+            signal(SIGPIPE, SIG_IGN)
+            let channels = try channels.parsed()
+            let listener = try UnixSocket.listen(at: socket, mode: 0o600)
+            _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) & ~O_NONBLOCK)
+            say("waiting for the guest on \(socket); channels \(Self.describe(channels))")
+            // One link at a time: a guest proxy that restarts links again.
+            while true {
+                let link = await Task.detached { accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue)) }.value
+                guard link >= 0 else {
+                    if errno == EINTR || errno == ECONNABORTED { continue }
+                    throw ValidationError("accept on \(socket): \(String(cString: strerror(errno)))")
+                }
+                let proxy = try MojoLink(side: .host, link: link, channels: channels) { say($0) }
+                try proxy.start()
+                say("the guest linked")
+                let reason = await proxy.ended()
+                proxy.stop()
+                say("the link ended (\(reason)); waiting for the guest again")
+            }
+        }
+
+        static func describe(_ channels: [UInt32: String]) -> String {
+            channels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        }
+    }
+
+    struct Guest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The guest's end: link to the host and listen.")
+
+        @Option(help: "The host's vsock port.")
+        var port: UInt32 = MojoProxyCommand.port
+
+        @Option(help: "Link through this Unix socket instead of vsock (tests, or a host-side socket).")
+        var linkSocket: String?
+
+        @OptionGroup var channels: ChannelOptions
+
+        func run() async throws {
+            signal(SIGPIPE, SIG_IGN)
+            let channels = try channels.parsed()
+            let link: Int32
+            if let linkSocket {
+                link = try UnixSocket.connect(to: linkSocket)
+            } else {
+                link = cgs_vsock_connect(2, port)
+                guard link >= 0 else {
+                    throw ValidationError(
+                        "cannot link to the host's vsock port \(port): \(String(cString: strerror(-link)))")
+                }
+            }
+            let proxy = try MojoLink(side: .guest, link: link, channels: channels) { say($0) }
+            try proxy.start()
+            say("linked to the host; listening on \(Host.describe(channels))")
+            let reason = await proxy.ended()
+            proxy.stop()
+            throw ValidationError("the link to the host ended: \(reason)")
+        }
+    }
+}
+
+func say(_ message: String) {
+    let line = "mojo-proxy: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
