@@ -118,11 +118,16 @@ let package = Package(
         .target(name: "P9", dependencies: ["CP9System", "EventLoop"], path: "Core/P9"),
 
         // MARK: - mojo-proxy
+        // A flat FUSE file system of stand-in files whose I/O another process serves: how a
+        // regular file passed across the VM boundary becomes a real descriptor.
+        .target(name: "Fuse", dependencies: ["CLinux", "EventLoop"], path: "Core/Fuse"),
         // The protocol between the guest's and the host's mojo-proxy: its proto, the committed
         // generated messages, and the framing.
         .target(
             name: "MojoProxy",
-            dependencies: ["CLinux", "EventLoop", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: [
+                "CLinux", "EventLoop", "Fuse", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             path: "Core/MojoProxy", exclude: ["protos"]),
 
         // Both ends of mojo-proxy (`host` on the host, `guest` inside a VM).
@@ -229,7 +234,7 @@ let package = Package(
             ],
             path: "Tests/DBusTests"),
         .testTarget(
-            name: "MojoProxyTests", dependencies: ["MojoProxy", "CLinux", "EventLoop", "TestSupport"],
+            name: "MojoProxyTests", dependencies: ["MojoProxy", "Fuse", "CLinux", "EventLoop", "TestSupport"],
             path: "Tests/MojoProxyTests"),
         .testTarget(name: "ProcessesTests", dependencies: ["Processes"], path: "Tests/ProcessesTests"),
         .testTarget(

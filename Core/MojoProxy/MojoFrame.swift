@@ -85,7 +85,7 @@ public enum MojoFrame {
                 request.offset <= UInt64(Int64.max)
             else { throw .invalid("PreadRequest out of range") }
         case .preadResponse(let response):
-            guard response.cookie != 0, response.blob.count <= maxPayload else {
+            guard response.cookie != 0, response.errorCode >= 0, response.blob.count <= maxPayload else {
                 throw .invalid("PreadResponse out of range")
             }
         case .pwriteRequest(let request):
@@ -93,17 +93,21 @@ public enum MojoFrame {
                 request.offset <= UInt64(Int64.max)
             else { throw .invalid("PwriteRequest out of range") }
         case .pwriteResponse(let response):
-            guard response.cookie != 0 else { throw .invalid("PwriteResponse with cookie 0") }
+            guard response.cookie != 0, response.errorCode >= 0, response.bytesWritten <= UInt64(maxPayload) else {
+                throw .invalid("PwriteResponse out of range")
+            }
         case .fstatRequest(let request):
             guard request.cookie != 0, request.handle != 0 else { throw .invalid("FstatRequest out of range") }
         case .fstatResponse(let response):
-            guard response.cookie != 0 else { throw .invalid("FstatResponse with cookie 0") }
+            guard response.cookie != 0, response.errorCode >= 0 else { throw .invalid("FstatResponse out of range") }
         case .ftruncateRequest(let request):
             guard request.cookie != 0, request.handle != 0, request.length <= UInt64(Int64.max) else {
                 throw .invalid("FtruncateRequest out of range")
             }
         case .ftruncateResponse(let response):
-            guard response.cookie != 0 else { throw .invalid("FtruncateResponse with cookie 0") }
+            guard response.cookie != 0, response.errorCode >= 0 else {
+                throw .invalid("FtruncateResponse out of range")
+            }
         }
     }
 }

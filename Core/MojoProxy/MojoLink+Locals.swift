@@ -48,7 +48,7 @@ extension MojoLink {
                 }
             }
         } else {
-            let r = buffer.withUnsafeMutableBytes { read(local.fd, $0.baseAddress, $0.count) }
+            let r = buffer.withUnsafeMutableBytes { Glibc.read(local.fd, $0.baseAddress, $0.count) }
             n = r >= 0 ? r : -Int(errno)
         }
         if n == -Int(EAGAIN) || n == -Int(EINTR) { return }
@@ -85,7 +85,7 @@ extension MojoLink {
     /// other side. nil for kinds that cannot cross (logged).
     func passOn(_ fd: Int32) -> Vmtools_Mojo_FileDescriptor? {
         guard let kind = Self.kind(of: fd) else {
-            log("a descriptor of a kind that cannot be passed (not a socket or pipe) was sent; refused")
+            log("a descriptor of a kind that cannot be passed (not a socket, pipe or regular file) was sent; refused")
             return nil
         }
         let role: MojoLocal.Role
@@ -94,9 +94,7 @@ extension MojoLink {
         case .fifoRead: role = .reads
         case .fifoWrite: role = .writes
         case .regularFile:
-            log("a regular file was sent; passing files is not supported yet: refused")
-            close(fd)
-            return nil
+            return serve(file: fd)
         }
         let handle = allocateID()
         register(MojoLocal(handle: handle, fd: fd, role: role, window: Self.window))
@@ -140,7 +138,7 @@ extension MojoLink {
                 for fd in fds { close(fd) }
                 throw .invalid("a passed descriptor with handle \(described.handle)")
             }
-            guard let kind = FileKind(described.type), let fd = recreate(kind, handle: described.handle) else {
+            guard let fd = recreate(described) else {
                 for fd in fds { close(fd) }
                 // The other side gets the handle closed; the data goes on without it.
                 var close = Vmtools_Mojo_Message()
@@ -167,7 +165,9 @@ extension MojoLink {
 
     /// A local stand-in for a descriptor the other side passed: our end is registered under
     /// `handle`; the returned end goes to the local recipient.
-    func recreate(_ kind: FileKind, handle: Int64) -> Int32? {
+    func recreate(_ described: Vmtools_Mojo_FileDescriptor) -> Int32? {
+        guard let kind = FileKind(described.type) else { return nil }
+        let handle = described.handle
         var pair: [Int32] = [-1, -1]
         let role: MojoLocal.Role
         let ours: Int32
@@ -188,8 +188,7 @@ extension MojoLink {
             guard pipe2(&pair, O_CLOEXEC) == 0 else { return nil }
             (ours, theirs, role) = (pair[0], pair[1], .reads)
         case .regularFile:
-            log("the other side passed a regular file; not supported yet: refused")
-            return nil
+            return standIn(for: described)
         }
         register(MojoLocal(handle: handle, fd: ours, role: role, window: Self.window))
         return theirs
@@ -211,7 +210,7 @@ extension MojoLink {
                 }
             } else {
                 let w = entry.bytes.withUnsafeBytes {
-                    write(local.fd, $0.baseAddress.map { $0 + entry.offset }, remaining)
+                    Glibc.write(local.fd, $0.baseAddress.map { $0 + entry.offset }, remaining)
                 }
                 n = w >= 0 ? w : -Int(errno)
             }

@@ -24,6 +24,7 @@ extension MojoLink {
         case .connectResponse(let response): try connected(response)
         case .data(let data): try receive(data)
         case .close(let close):
+            if closeServedFile(close.handle) { return }
             // A handle already gone (both ends closed at once) needs nothing more.
             guard let local = locals[close.handle] else { return }
             if close.errorCode != 0 {
@@ -43,11 +44,34 @@ extension MojoLink {
                 local.readPaused = false
                 updateInterest(local)
             }
-        case .preadRequest, .pwriteRequest, .fstatRequest, .ftruncateRequest:
-            // Regular files are not passed yet (see MojoLink+Locals): no such handle exists.
-            throw .invalid("a file request for a handle this proxy never passed")
-        case .preadResponse, .pwriteResponse, .fstatResponse, .ftruncateResponse:
-            throw .invalid("a file response to a request this proxy never sent")
+        case .preadRequest(let request): answer(request)
+        case .pwriteRequest(let request): answer(request)
+        case .fstatRequest(let request): answer(request)
+        case .ftruncateRequest(let request): answer(request)
+        case .preadResponse(let response):
+            try answered(cookie: response.cookie, error: response.errorCode) {
+                guard case .read(let reply) = $0 else { return false }
+                reply(.success(Array(response.blob)))
+                return true
+            }
+        case .pwriteResponse(let response):
+            try answered(cookie: response.cookie, error: response.errorCode) {
+                guard case .write(let reply) = $0 else { return false }
+                reply(.success(Int(clamping: response.bytesWritten)))
+                return true
+            }
+        case .fstatResponse(let response):
+            try answered(cookie: response.cookie, error: response.errorCode) {
+                guard case .size(let reply) = $0 else { return false }
+                reply(.success(response.size))
+                return true
+            }
+        case .ftruncateResponse(let response):
+            try answered(cookie: response.cookie, error: response.errorCode) {
+                guard case .truncate(let reply) = $0 else { return false }
+                reply(.success(()))
+                return true
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 import CLinux
 import EventLoop
+import Fuse
 import Synchronization
 
 #if canImport(Glibc)
@@ -30,6 +31,9 @@ public final class MojoLink: @unchecked Sendable {
     /// Channel number → socket path: the host's sockets to connect to, or the guest's to listen on.
     let channels: [UInt32: String]
     let log: @Sendable (String) -> Void
+    /// Where the stand-in file system for regular files the other side passes is mounted (in a
+    /// new directory beneath it); nil: such files are refused.
+    let filesDirectory: String?
     private let endedState = Mutex<(reason: String?, waiters: [CheckedContinuation<String, Never>])>((nil, []))
 
     // Loop-thread state.
@@ -44,19 +48,34 @@ public final class MojoLink: @unchecked Sendable {
     var outgoingOffset = 0
     var linkWritable = true
     var helloReceived = false
+    var linkEnded = false
+    /// Regular files a local process sent, served to the other side by handle (MojoLink+Files).
+    var servedFiles: [Int64: Int32] = [:]
+    /// File requests sent for our stand-ins, waiting on their answers, by cookie.
+    var fileRequests: [Int64: PendingFileRequest] = [:]
+    var standIns: StandInFileSystem?
+
+    /// Work other threads hand to the loop thread (the stand-in file system's requests).
+    private let inbox = Mutex<[@Sendable () -> Void]>([])
+    private let inboxEvent: EventFD
 
     /// A link over `link` (a connected stream: vsock, or a socketpair in tests), which it owns.
     public init(
-        side: Side, link: Int32, channels: [UInt32: String], log: @escaping @Sendable (String) -> Void = { _ in }
+        side: Side, link: Int32, channels: [UInt32: String], filesDirectory: String? = nil,
+        log: @escaping @Sendable (String) -> Void = { _ in }
     )
         throws(MojoLinkError)
     {
         self.side = side
         self.link = link
         self.channels = channels
+        self.filesDirectory = filesDirectory
         self.log = log
         nextID = side == .host ? 1 : -1
-        do { loop = try EventLoop(name: "mojo-link") } catch { throw .setup("the event loop: \(error)") }
+        do {
+            loop = try EventLoop(name: "mojo-link")
+            inboxEvent = try EventFD()
+        } catch { throw .setup("the event loop: \(error)") }
         _ = fcntl(link, F_SETFL, fcntl(link, F_GETFL) | O_NONBLOCK)
     }
 
@@ -82,6 +101,14 @@ public final class MojoLink: @unchecked Sendable {
         send(hello)
         do {
             try loop.add(link, interest: .readable) { [self] readiness in linkReady(readiness) }
+            try loop.add(inboxEvent.fd) { [self] in
+                inboxEvent.drain()
+                for work in inbox.withLock({ work in
+                    defer { work = [] }
+                    return work
+                }) { work() }
+                return .keep
+            }
             try loop.start()
         } catch { throw .setup("starting the loop: \(error)") }
     }
@@ -105,7 +132,13 @@ public final class MojoLink: @unchecked Sendable {
     }
 
     /// Handles and listeners open, for tests of cleanup.
-    public var openCount: Int { locals.count + pendingConnects.count }
+    public var openCount: Int { locals.count + pendingConnects.count + servedFiles.count }
+
+    /// Runs `work` on the loop thread.
+    func onLoop(_ work: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append(work) }
+        inboxEvent.signal()
+    }
 
     // MARK: - Handles
 
@@ -243,9 +276,13 @@ public final class MojoLink: @unchecked Sendable {
         }
         guard let waiters else { return }
         log("link ended: \(reason)")
+        linkEnded = true
         loop.remove(link)
         close(link)
         for local in Array(locals.values) { drop(local, tellPeer: false) }
+        for (_, fd) in servedFiles { close(fd) }
+        servedFiles = [:]
+        stopStandIns()
         for (_, fd) in pendingConnects { close(fd) }
         pendingConnects = [:]
         for (fd, _) in listeners {

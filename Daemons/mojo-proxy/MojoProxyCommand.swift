@@ -1,13 +1,15 @@
 // mojo-proxy: carries Unix-socket connections (and the descriptors sent along them) between a
 // VM and its host, ARCVM's mojo proxy over vsock with numbered channels. One binary, two ends:
 //
-//   mojo-proxy host  --socket PATH [--channel N:PATH]...   the host's end: waits for the guest's
+//   mojo-proxy host  --socket PATH [--channel N:PATH]... [--files-dir DIR]   the host's end: waits for the guest's
 //       link on PATH (where vmm sends the guest's connections to host vsock port 9900, i.e.
 //       <vsock socket>_9900) and connects each guest client to its channel's host socket
-//   mojo-proxy guest [--port 9900 | --link-socket PATH] [--channel N:PATH]...   the guest's end:
+//   mojo-proxy guest [--port 9900 | --link-socket PATH] [--channel N:PATH]... [--files-dir DIR]   the guest's end:
 //       links to the host (vsock CID 2) and listens on each channel's guest socket
 //
 // Without --channel, channel 1 is ARC's bridge, /run/chrome/arc/arc_bridge.sock on both ends.
+// Regular files passed either way arrive as descriptors into a FUSE file system of stand-ins
+// mounted under --files-dir (root or CAP_SYS_ADMIN; without it such files are refused).
 import ArgumentParser
 import CGuestSystem
 import CLinux
@@ -45,6 +47,9 @@ struct MojoProxyCommand: AsyncParsableCommand {
             }
             return result
         }
+
+        @Option(help: "Where regular files the other end passes are served from (a FUSE mount beneath it).")
+        var filesDir: String = "/run/mojo-proxy"
     }
 
     struct Host: AsyncParsableCommand {
@@ -68,7 +73,9 @@ struct MojoProxyCommand: AsyncParsableCommand {
                     if errno == EINTR || errno == ECONNABORTED { continue }
                     throw ValidationError("accept on \(socket): \(String(cString: strerror(errno)))")
                 }
-                let proxy = try MojoLink(side: .host, link: link, channels: channels) { say($0) }
+                let proxy = try MojoLink(
+                    side: .host, link: link, channels: channels, filesDirectory: self.channels.filesDir
+                ) { say($0) }
                 try proxy.start()
                 say("the guest linked")
                 let reason = await proxy.ended()
@@ -106,7 +113,9 @@ struct MojoProxyCommand: AsyncParsableCommand {
                         "cannot link to the host's vsock port \(port): \(String(cString: strerror(-link)))")
                 }
             }
-            let proxy = try MojoLink(side: .guest, link: link, channels: channels) { say($0) }
+            let proxy = try MojoLink(
+                side: .guest, link: link, channels: channels, filesDirectory: self.channels.filesDir
+            ) { say($0) }
             try proxy.start()
             say("linked to the host; listening on \(Host.describe(channels))")
             let reason = await proxy.ended()

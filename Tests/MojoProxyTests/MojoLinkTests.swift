@@ -30,9 +30,12 @@ final class ProxyPair {
             throw TestError("socketpair")
         }
         // Channel 2 leads nowhere on the host: its clients must see their connection end.
-        host = try MojoLink(side: .host, link: pair[0], channels: [1: base + "/host.sock", 2: base + "/missing.sock"])
+        host = try MojoLink(
+            side: .host, link: pair[0], channels: [1: base + "/host.sock", 2: base + "/missing.sock"],
+            filesDirectory: base + "/host-files")
         guest = try MojoLink(
-            side: .guest, link: pair[1], channels: [1: base + "/guest.sock", 2: base + "/refused.sock"])
+            side: .guest, link: pair[1], channels: [1: base + "/guest.sock", 2: base + "/refused.sock"],
+            filesDirectory: base + "/guest-files")
         try host.start()
         try guest.start()
     }
@@ -224,15 +227,89 @@ struct MojoLinkTests {
         for fd in received + [sockets[0], client, server] { close(fd) }
     }
 
-    @Test("a descriptor that cannot cross (a regular file, for now) fails the connection, never silently")
+    @Test("a descriptor that cannot cross (an eventfd) fails the connection, never silently")
     func unsupportedDescriptor() throws {
         let pair = try ProxyPair()
         let (client, server) = try pair.connection()
-        let file = open(pair.base + "/file", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
-        #expect(sendFDs(client, [file]))
-        close(file)
+        let event = eventfd(0, Int32(EFD_CLOEXEC))
+        #expect(sendFDs(client, [event]))
+        close(event)
         var byte: UInt8 = 0
         #expect(read(server, &byte, 1) == 0)
+        close(client)
+        close(server)
+    }
+
+    @Test("a regular file passed either way is a real descriptor: fstat, pread, pwrite, ftruncate reach the original")
+    func passedFiles() throws {
+        let pair = try ProxyPair()
+        let (client, server) = try pair.connection()
+        for (sender, receiver, name) in [(server, client, "host"), (client, server, "guest")] {
+            let path = pair.base + "/\(name)-file"
+            let original = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+            let content = Array("the \(name)'s file".utf8)
+            #expect(writeAll(original, content))
+            #expect(sendFDs(sender, [original]))
+            close(original)
+            let received = receiveFDs(receiver)
+            #expect(received.count == 1, "the \(name)'s file did not arrive")
+            guard let fd = received.first else { continue }
+
+            var info = stat()
+            #expect(fstat(fd, &info) == 0)
+            #expect(info.st_mode & S_IFMT == S_IFREG)
+            #expect(info.st_size == content.count)
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            #expect(n == content.count && Array(buffer.prefix(max(0, n))) == content)
+
+            // Writes, larger than one message, land in the original; so does a truncation.
+            var large = [UInt8](repeating: 0, count: 1 << 20)
+            for i in large.indices { large[i] = UInt8(truncatingIfNeeded: i &* 31 >> 3) }
+            let written = large.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 100) }
+            #expect(written == large.count)
+            #expect(fstat(fd, &info) == 0 && info.st_size == 100 + large.count)
+            #expect(lseek(fd, 100, SEEK_SET) == 100)
+            #expect(readExactly(fd, large.count) == large)
+            #expect(ftruncate(fd, 50) == 0)
+            close(fd)
+
+            let check = open(path, O_RDONLY | O_CLOEXEC)
+            #expect(fstat(check, &info) == 0 && info.st_size == 50)
+            #expect(readExactly(check, 64) == Array(content + [UInt8](repeating: 0, count: 50 - content.count)))
+            close(check)
+        }
+        close(client)
+        close(server)
+    }
+
+    @Test("a file sent read-only stays read-only across; its stand-in goes when the receiver closes it")
+    func readOnlyFile() throws {
+        let pair = try ProxyPair()
+        let (client, server) = try pair.connection()
+        let path = pair.base + "/read-only"
+        let writer = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+        #expect(writeAll(writer, Array("keep".utf8)))
+        close(writer)
+        let original = open(path, O_RDONLY | O_CLOEXEC)
+        #expect(sendFDs(server, [original]))
+        close(original)
+        let received = receiveFDs(client)
+        guard let fd = received.first else {
+            Issue.record("the file did not arrive")
+            return
+        }
+        #expect(write(fd, "x", 1) == -1 && errno == EBADF)
+        #expect(ftruncate(fd, 0) == -1)
+        #expect(readExactly(fd, 16) == Array("keep".utf8))
+        close(fd)
+        // The host's proxy closes the original once the guest's stand-in is released.
+        var waited = 0
+        while pair.host.openCount > 1, waited < 100 {
+            usleep(20_000)
+            waited += 1
+        }
+        #expect(pair.host.openCount == 1, "the host still holds \(pair.host.openCount) handles")
         close(client)
         close(server)
     }

@@ -1,6 +1,6 @@
 // C shim for Linux interfaces Swift's Glibc module does not export: epoll, eventfd, the
-// prctl/seccomp/capability calls the sandbox uses, the TUN/TAP ioctls, IPv4 interface setup and
-// pidfds.
+// prctl/seccomp/capability calls the sandbox uses, the TUN/TAP ioctls, IPv4 interface setup,
+// pidfds, and the FUSE protocol's structures (<linux/fuse.h>).
 #ifndef CLINUX_H
 #define CLINUX_H
 
@@ -12,6 +12,8 @@
 #include <sys/ioctl.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
+#include <linux/fuse.h>
+#include <sys/mount.h>
 #include <string.h>
 
 /// accept4(2), which needs _GNU_SOURCE in glibc's headers.
