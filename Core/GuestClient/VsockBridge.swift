@@ -126,16 +126,27 @@ public final class VsockBridge: Sendable {
         var reply: [UInt8] = []
         var byte: UInt8 = 0
         let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var waitedOut = false
         if sent == request.count {
             // One byte at a time: nothing after the newline may be consumed here.
-            while reply.count < 64, recv(fd, &byte, 1, 0) == 1 {
-                if byte == UInt8(ascii: "\n") { break }
+            while reply.count < 64 {
+                let n = recv(fd, &byte, 1, 0)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { waitedOut = true }
+                guard n == 1, byte != UInt8(ascii: "\n") else { break }
                 reply.append(byte)
             }
         }
         let line = String(decoding: reply, as: UTF8.self)
         guard line.hasPrefix("OK ") else {
             Glibc.close(fd)
+            // No answer at all is not a refusal: the VM's vsock device or the guest is stuck.
+            if waitedOut && reply.isEmpty {
+                return .failure(
+                    .timedOut(
+                        "vsock port \(port): the VM gave no answer to CONNECT within \(Self.handshakeTimeoutSeconds) s")
+                )
+            }
             return .failure(.refused(port: port, reply: line))
         }
         timeout = timeval(tv_sec: 0, tv_usec: 0)

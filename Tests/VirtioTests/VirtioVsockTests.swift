@@ -54,10 +54,10 @@ struct VirtioVsockTests {
     func status() throws {
         let harness = try VsockHarness()
         harness.postedTarget = 0
-        #expect(harness.device.statusJSON() == #""control":0,"connections":[]"#)
+        #expect(harness.device.statusJSON() == #""control":0,"replies":0,"connections":[]"#)
         let client = try harness.connectClient()
         #expect(Host.write(client, Array("CONNECT \(Self.servicePort)\n".utf8)))
-        // No receive buffer: the REQUEST waits as a reply, the stream as connecting.
+        // No receive buffer: the REQUEST waits (a host-side packet, not a reply), the stream as connecting.
         #expect(eventually { harness.device.statusJSON().contains(#""control":1"#) })
         let status = harness.device.statusJSON()
         #expect(status.contains(#""guest_port":\#(Self.servicePort)"#), "\(status)")
@@ -1017,6 +1017,46 @@ struct VirtioVsockTests {
         #expect(
             replies <= 1024,
             "the device held \(replies) replies for a guest that posted no receive buffers (consumed \(consumed))")
+    }
+
+    // Regression (found in review, fixed): host-initiated packets (REQUESTs for host clients)
+    // counted toward the reply backlog, so 256 of them waiting for receive buffers stopped the
+    // guest's transmissions; a Linux guest that in turn stops reading until its own replies are
+    // taken then deadlocked with the device for good.
+    @Test("requests for host clients waiting on receive buffers do not stop the guest's transmissions")
+    func hostRequestsDoNotStopTransmit() throws {
+        let harness = try VsockHarness()
+        harness.postedTarget = 0
+        var clients: [Int32] = []
+        for port in 0..<300 {
+            // The listener's backlog is smaller: wait for the device to accept the earlier ones.
+            var client: Int32?
+            for _ in 0..<500 where client == nil {
+                client = try? harness.connectClient()
+                if client == nil { usleep(10_000) }
+            }
+            let connected = try #require(client, "client \(port) could not connect")
+            #expect(Host.write(connected, Array("CONNECT \(10_000 + port)\n".utf8)))
+            clients.append(connected)
+        }
+        #expect(eventually { harness.device.statusJSON().contains("\"control\":300,") })
+        for index in 0..<20 {
+            let stray = VsockHarness.header(.rw, guestPort: UInt32(index), hostPort: 7)
+            #expect(try harness.send(stray), "the device stopped taking the guest's packet \(index)")
+        }
+    }
+
+    @Test("a host client that leaves before the guest saw its REQUEST costs the guest nothing")
+    func withdrawnRequest() throws {
+        let harness = try VsockHarness()
+        harness.postedTarget = 0
+        let client = try harness.connectClient()
+        #expect(Host.write(client, Array("CONNECT 4242\n".utf8)))
+        #expect(eventually { harness.device.statusJSON().contains("\"control\":1,") })
+        close(client)
+        #expect(eventually { harness.device.connectionCount == 0 })
+        harness.postedTarget = 16
+        #expect(try harness.drain().isEmpty, "the guest got a REQUEST or RST for a client that had gone")
     }
 
     // MARK: - Reset and scale

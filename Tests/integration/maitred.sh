@@ -41,7 +41,7 @@ check "init loaded the image's modules (vsock, virtio-net, 9P over fd)" \
   bash -c "m=\$(x -- cat /proc/modules); for n in vmw_vsock_virtio_transport virtio_net 9pnet_fd 9p; do echo \"\$m\" | grep -q \"^\$n \" || { echo missing \$n; exit 1; }; done"
 check "the hostname comes from maitred.hostname= on the kernel command line" bash -c "[ \"\$(x -- hostname)\" = demo ]"
 check "orphans re-parented to PID 1 are reaped (no zombies)" \
-  bash -c "x -- sh -c 'sleep 0.2 & sleep 0.2 & exit 0'; sleep 2; z=\$(x -- sh -c 'cat /proc/[0-9]*/stat 2>/dev/null' | awk '\$3 == \"Z\"'); echo \"[\$z]\"; [ -z \"\$z\" ]"
+  bash -c "x -- sh -c 'sleep 0.2 & sleep 0.2 & exit 0' && sleep 2 && stats=\$(x -- sh -c 'cat /proc/[0-9]*/stat 2>/dev/null; true') && z=\$(echo \"\$stats\" | awk '\$3 == \"Z\"') && echo \"[\$z]\" && [ -n \"\$stats\" ] && [ -z \"\$z\" ]"
 
 check "shell: a command without a terminal" bash -c "[ \"\$(timeout 60 vmtoolsctl shell --vsock $sock --no-tty -- echo hi)\" = hi ]"
 check "shell: an interactive session on a PTY runs typed commands and returns the status" \
@@ -59,6 +59,8 @@ check "bad input: a Mount of a missing source names it" bash -c "timeout 60 vmto
 check "bad input: ConfigureNetwork of a missing interface is NOT_FOUND" bash -c "timeout 60 vmtoolsctl guest configure-network --vsock $sock --interface nosuch0 --address 10.0.0.2 --netmask 255.255.255.252 2>&1 | grep -q 'no network interface named nosuch0'"
 check "bad input: a guest port with no listener is refused, not hung" bash -c "s=\$(date +%s); timeout 30 vmtoolsctl exec --vsock $sock --port 4444 -- true 2>&1 | grep -q 'refused vsock port 4444' && [ \$((\$(date +%s) - s)) -lt 15 ]"
 check "maitred still serves after all that" bash -c "[ \"\$(x -- echo alive)\" = alive ]"
+# Before Shutdown: what the VMM's devices looked like, should anything above have failed.
+[ "$failed" -eq 0 ] || vmm status "$work/ctl" >"$work/status.json" 2>&1
 check "maitred's log reaches the host on the serial console" bash -c "tr -d '\r' <$work/serial.log | grep -q 'maitred: loaded [0-9]* kernel modules'"
 
 check "Shutdown powers the guest off and vmm exits 0" \
@@ -73,7 +75,8 @@ check "the image's PVH vmlinux boots to VmReady as well, and shuts down with sta
   bash -c "vmtoolsctl guest ready --vsock $work/pvh.sock --timeout 240 & l=\$!; sleep 0.5; vmm run --kernel $image/vmlinux --initrd $image/initrd.img --no-console-input --params quiet --mem 512 --cid 4 --vsock $work/pvh.sock </dev/null >$work/pvh.log 2>&1 & v=\$!; wait \$l && timeout 60 vmtoolsctl guest shutdown --vsock $work/pvh.sock && wait \$v; s=\$?; grep -v '^\[' $work/pvh.log | head -n 3; [ \$s -eq 0 ] && grep -q 'PVH' $work/pvh.log"
 if [ "$failed" -gt 0 ]; then
   echo "--- guest console (tail)"; tr -d '\r' <"$work/serial.log" | tail -n 30
-  echo "--- vmm log (tail)"; tail -n 10 "$work/vmm.log"
+  echo "--- vmm log (tail)"; grep -v '^\[' "$work/vmm.log" | tail -n 15
+  echo "--- vmm status before Shutdown"; tr ',' '\n' <"$work/status.json" | grep -E 'vsock|needs_reset|avail|used|control|replies|state' | head -n 30
 fi
 kill "$vmm_pid" 2>/dev/null
 rm -rf "$work"

@@ -46,7 +46,11 @@ public final class EventLoop: Sendable {
 
     private let epoll: Int32
     private let wake: EventFD
-    private let handlers = Mutex<[Int32: ReadinessHandler]>([:])
+    /// Each watched descriptor's handler and the generation it was added under. Events carry
+    /// the generation too: an event dequeued for a descriptor that a handler earlier in the same
+    /// batch closed, and whose number a new descriptor got since, must not reach the new handler.
+    private let handlers = Mutex<(byFD: [Int32: (generation: UInt32, handler: ReadinessHandler)], next: UInt32)>(
+        ([:], 1))
     private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<HostThread?>(nil)
     let name: String
@@ -60,7 +64,7 @@ public final class EventLoop: Sendable {
             close(epoll)
             throw error
         }
-        try watch(wake.fd)
+        try watch(wake.fd, generation: 0)
     }
 
     deinit { close(epoll) }
@@ -74,9 +78,14 @@ public final class EventLoop: Sendable {
     /// Runs `handler` with what `fd` reported whenever it is ready for `interest` (or hung up or
     /// failed), until it returns `.remove` or ``remove(_:)`` is called.
     public func add(_ fd: Int32, interest: Interest, handler: @escaping ReadinessHandler) throws(EventLoopError) {
-        handlers.withLock { $0[fd] = handler }
-        do { try watch(fd, interest: interest) } catch {
-            handlers.withLock { _ = $0.removeValue(forKey: fd) }
+        let generation = handlers.withLock { state -> UInt32 in
+            let generation = state.next
+            state.next = state.next == UInt32.max ? 1 : state.next + 1
+            state.byFD[fd] = (generation, handler)
+            return generation
+        }
+        do { try watch(fd, interest: interest, generation: generation) } catch {
+            handlers.withLock { _ = $0.byFD.removeValue(forKey: fd) }
             throw error
         }
     }
@@ -84,16 +93,17 @@ public final class EventLoop: Sendable {
     /// Changes what `fd` is watched for. The kernel reports a full hang-up and errors whatever
     /// the interest; a peer's half-close (EPOLLRDHUP) only with `.readable`.
     public func setInterest(_ fd: Int32, _ interest: Interest) {
+        guard let generation = handlers.withLock({ $0.byFD[fd]?.generation }) else { return }
         var event = epoll_event()
         event.events = Self.epollEvents(interest)
-        event.data.fd = fd
+        event.data.u64 = Self.eventData(fd, generation)
         epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event)
     }
 
     /// Stops watching `fd`; its handler does not run again once this returns on the loop's
     /// thread, and at most once more (already dequeued) from another thread.
     public func remove(_ fd: Int32) {
-        handlers.withLock { _ = $0.removeValue(forKey: fd) }
+        handlers.withLock { _ = $0.byFD.removeValue(forKey: fd) }
         epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
     }
 
@@ -118,10 +128,14 @@ public final class EventLoop: Sendable {
         interest.rawValue | (interest.contains(.readable) ? EPOLLRDHUP.rawValue : 0)
     }
 
-    private func watch(_ fd: Int32, interest: Interest = .readable) throws(EventLoopError) {
+    static func eventData(_ fd: Int32, _ generation: UInt32) -> UInt64 {
+        UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
+    }
+
+    private func watch(_ fd: Int32, interest: Interest = .readable, generation: UInt32) throws(EventLoopError) {
         var event = epoll_event()
         event.events = Self.epollEvents(interest)
-        event.data.fd = fd
+        event.data.u64 = Self.eventData(fd, generation)
         guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 else {
             throw .system("epoll_ctl(ADD, fd \(fd))", errno: errno)
         }
@@ -138,13 +152,16 @@ public final class EventLoop: Sendable {
                 return
             }
             for event in events[0..<Int(count)] {
-                let fd = event.data.fd
-                if fd == wake.fd {
+                let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: event.data.u64))
+                let generation = UInt32(truncatingIfNeeded: event.data.u64 >> 32)
+                if generation == 0 && fd == wake.fd {
                     wake.drain()
                     continue
                 }
-                guard let handler = handlers.withLock({ $0[fd] }) else { continue }
-                if case .remove = handler(Readiness(rawValue: event.events)) { remove(fd) }
+                guard let watched = handlers.withLock({ $0.byFD[fd] }), watched.generation == generation else {
+                    continue
+                }
+                if case .remove = watched.handler(Readiness(rawValue: event.events)) { remove(fd) }
             }
         }
     }

@@ -33,10 +33,14 @@ final class MSIRoutes: Sendable {
         try state.withLock { (state: inout State) throws(KVMError) in
             let target = IRQRoute.Target.msi(address: address, data: data)
             guard state.msi[gsi] != target else { return }
-            state.msi[gsi] = target
-            // Written under the lock so tables from two threads cannot land out of order.
-            let routes = state.msi.sorted { $0.key < $1.key }.map { IRQRoute(gsi: $0.key, target: $0.value) }
+            var table = state.msi
+            table[gsi] = target
+            // Written under the lock so tables from two threads cannot land out of order; kept
+            // only once KVM took it, so that a refused table is tried again on the next signal
+            // instead of the vector firing into a stale route for good.
+            let routes = table.sorted { $0.key < $1.key }.map { IRQRoute(gsi: $0.key, target: $0.value) }
             try vm.setGSIRouting(IRQRoute.defaultIRQChipRoutes + routes)
+            state.msi = table
         }
     }
 }

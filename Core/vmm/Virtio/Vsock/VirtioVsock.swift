@@ -34,13 +34,18 @@ public final class VirtioVsock: EventLoopDevice {
     static let maxBatchBuffers = 64
     /// Connections at most, host- and guest-initiated together.
     public static let maxConnections = 1024
-    /// Replies (resets, credit updates) waiting for receive buffers at most: beyond that the
-    /// device stops taking transmit packets, as vhost-vsock does, so a guest that never reads
-    /// cannot make the VMM queue without bound.
+    /// Replies to the guest's own packets (resets, credit updates) waiting for receive buffers
+    /// at most: beyond that the device stops taking transmit packets, as vhost-vsock does
+    /// (queued_replies), so a guest that never reads cannot make the VMM queue without bound.
+    /// Packets the host side starts (requests, resets, shutdowns) do not count: they are bounded
+    /// by the connections, and stopping the guest's transmissions for them could deadlock with
+    /// a guest that, in turn, stops reading until its own replies are taken.
     static let maxControlBacklog = 256
-    /// How long a host client waits for the guest to accept (Firecracker's 2 s): then the
-    /// guest gets an RST and the client is closed.
+    /// How long a host client waits for the guest to accept once the REQUEST is in a receive
+    /// buffer (Firecracker's 2 s): then the guest gets an RST and the client is closed. A
+    /// REQUEST that waits for receive buffers gives up after ``queuedConnectTimeoutMilliseconds``.
     public static let connectTimeoutMilliseconds: UInt64 = 2000
+    static let queuedConnectTimeoutMilliseconds: UInt64 = 10_000
     /// Host ports for host-initiated connections start here (Firecracker's convention: high,
     /// clear of the well-known ports a guest listens on).
     static let firstHostPort: UInt32 = 1 << 30
@@ -48,8 +53,11 @@ public final class VirtioVsock: EventLoopDevice {
     struct State {
         var connections: [Int32: VsockConnection] = [:]
         var byKey: [VsockConnectionKey: Int32] = [:]
-        /// Packets without payload waiting for receive buffers, in order.
+        /// Packets without payload waiting for receive buffers, in order: those the host side
+        /// starts, and the replies to the guest's packets (which alone can stop its transmissions).
         var control: [VsockHeader] = []
+        var replies: [VsockHeader] = []
+        var hasPackets: Bool { !control.isEmpty || !replies.isEmpty }
         var nextHostPort = VirtioVsock.firstHostPort
         /// Round-robin position among connections with data for the guest.
         var lastServed: Int32 = -1
@@ -196,7 +204,7 @@ public final class VirtioVsock: EventLoopDevice {
     private func drainTransmit(_ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
         var completed = false
         let wake = try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
-            while state.control.count < Self.maxControlBacklog, let chain = try queue.popChain(memory: memory) {
+            while state.replies.count < Self.maxControlBacklog, let chain = try queue.popChain(memory: memory) {
                 if let header = try readHeader(of: chain, memory: memory) {
                     handle(header, payloadOf: chain, memory: memory, &state)
                 } else {
@@ -205,7 +213,7 @@ public final class VirtioVsock: EventLoopDevice {
                 try queue.pushUsed(head: chain.head, written: 0, memory: memory)
                 completed = true
             }
-            return !state.control.isEmpty || state.connections.values.contains { $0.wantsToSendData }
+            return state.hasPackets || state.connections.values.contains { $0.wantsToSendData }
         }
         if wake { receiveKick.signal() }
         return completed
@@ -254,7 +262,7 @@ public final class VirtioVsock: EventLoopDevice {
             if let fd { updateInterest(fd, &state) }
         case .creditRequest:
             guard let fd, var connection = state.connections[fd] else { return replyReset(to: header, &state) }
-            state.control.append(packet(.creditUpdate, for: &connection))
+            state.replies.append(packet(.creditUpdate, for: &connection))
             state.connections[fd] = connection
         case nil:
             resetStream(header, fd, &state)
@@ -373,18 +381,29 @@ public final class VirtioVsock: EventLoopDevice {
     private func fillReceive(_ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
         try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
             var completed = false
-            while !state.control.isEmpty || state.connections.values.contains(where: { $0.wantsToSendData }) {
+            while state.hasPackets || state.connections.values.contains(where: { $0.wantsToSendData }) {
                 guard let chain = try queue.popChain(memory: memory) else { break }
                 let room = chain.writableLength
                 guard room >= VsockHeader.size else {
                     throw .malformedRequest("vsock receive buffer of \(room) bytes cannot hold a header")
                 }
-                if !state.control.isEmpty {
-                    let header = state.control.removeFirst()
+                if state.hasPackets {
+                    let header: VsockHeader
+                    if !state.control.isEmpty {
+                        header = state.control.removeFirst()
+                    } else {
+                        header = state.replies.removeFirst()
+                        if state.replies.count == Self.maxControlBacklog - 1 { transmitKick.signal() }
+                    }
+                    if header.op == VsockHeader.Op.request.rawValue,
+                        let fd = state.byKey[
+                            VsockConnectionKey(hostPort: header.sourcePort, guestPort: header.destinationPort)]
+                    {
+                        state.connections[fd]?.deliveredAtMilliseconds = IntervalTimer.nowMilliseconds()
+                    }
                     try writeHeader(header, into: chain, memory: memory)
                     try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
                     completed = true
-                    if state.control.count == Self.maxControlBacklog - 1 { transmitKick.signal() }
                     continue
                 }
                 guard room > VsockHeader.size else {
@@ -405,7 +424,7 @@ public final class VirtioVsock: EventLoopDevice {
                 }
                 if try sendData(first: chain, room: room, queue: &queue, memory: memory, &state) {
                     completed = true
-                } else if state.control.isEmpty {
+                } else if !state.hasPackets {
                     // The socket had nothing after all (its readiness was stale): keep the buffer.
                     queue.undoPop()
                     if !state.connections.values.contains(where: { $0.wantsToSendData }) { break }
@@ -540,11 +559,16 @@ public final class VirtioVsock: EventLoopDevice {
         let now = IntervalTimer.nowMilliseconds()
         let wake = state.withLock { state -> Bool in
             let expired = state.connections.values.filter {
-                $0.state == .connecting && now &- $0.requestedAtMilliseconds >= Self.connectTimeoutMilliseconds
+                guard $0.state == .connecting else { return false }
+                if let delivered = $0.deliveredAtMilliseconds {
+                    return now &- delivered >= Self.connectTimeoutMilliseconds
+                }
+                return now &- $0.requestedAtMilliseconds >= Self.queuedConnectTimeoutMilliseconds
             }
             for connection in expired {
+                let why = connection.deliveredAtMilliseconds == nil ? "took no receive buffer" : "did not answer"
                 log(
-                    "vsock: guest port \(connection.key?.guestPort ?? 0) did not answer within 2 s; closing the host client"
+                    "vsock: guest port \(connection.key?.guestPort ?? 0) \(why) in time; closing the host client"
                 )
                 closeAndReset(connection.fd, &state)
             }
@@ -574,9 +598,12 @@ public final class VirtioVsock: EventLoopDevice {
                     // Reported for as long as it is watched: stop watching. What is left to
                     // read is read by the receive queue, up to EOF; a write now fails and resets.
                     loop.withLock { $0 }?.remove(fd)
+                    // Bytes already waiting for the host would otherwise wait for good (nothing
+                    // watches for writability now): try them, so that the failure resets.
+                    if state.connections[fd]?.pendingToHost.isEmpty == false { flushPending(fd, &state) }
                 }
             }
-            return !state.control.isEmpty || state.connections.values.contains { $0.wantsToSendData }
+            return state.hasPackets || state.connections.values.contains { $0.wantsToSendData }
         }
         if wake { receiveKick.signal() }
     }
@@ -691,15 +718,26 @@ public final class VirtioVsock: EventLoopDevice {
 
     /// A reset answering a packet that has no stream (or a bad one).
     private func replyReset(to header: VsockHeader, _ state: inout State) {
-        state.control.append(
+        state.replies.append(
             VsockHeader(
                 sourceCID: header.destinationCID, destinationCID: header.sourceCID, sourcePort: header.destinationPort,
                 destinationPort: header.sourcePort, op: .reset))
     }
 
     private func closeAndReset(_ fd: Int32, _ state: inout State) {
-        if var connection = state.connections[fd], connection.key != nil, connection.state != .awaitingConnectLine([]) {
-            state.control.append(packet(.reset, for: &connection))
+        if var connection = state.connections[fd], let key = connection.key,
+            connection.state != .awaitingConnectLine([])
+        {
+            // A REQUEST the guest has not seen yet is withdrawn instead: nothing to reset.
+            let queuedRequest = state.control.firstIndex {
+                $0.op == VsockHeader.Op.request.rawValue && $0.sourcePort == key.hostPort
+                    && $0.destinationPort == key.guestPort
+            }
+            if connection.state == .connecting, let queuedRequest {
+                state.control.remove(at: queuedRequest)
+            } else {
+                state.control.append(packet(.reset, for: &connection))
+            }
         }
         forget(fd)
         removeConnection(fd, &state)

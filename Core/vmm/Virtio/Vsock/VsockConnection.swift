@@ -31,8 +31,10 @@ struct VsockConnection: Sendable {
     /// What the event loop watches the host socket for (``EventLoop/Interest``'s raw value);
     /// every socket starts out watched for reading.
     var watchedInterest = EventLoop.Interest.readable.rawValue
-    /// When the REQUEST went to the guest (host-initiated streams), for the connect timeout.
+    /// When the REQUEST was queued, and when it reached a receive buffer (host-initiated
+    /// streams), for the connect timeout: a guest is timed from when it could see the request.
     var requestedAtMilliseconds: UInt64 = 0
+    var deliveredAtMilliseconds: UInt64?
 
     // Guest → host.
     /// Bytes received from the guest (its tx_cnt as we saw it).
