@@ -134,7 +134,7 @@ let package = Package(
         .executableTarget(
             name: "mojo-proxy",
             dependencies: [
-                "MojoProxy", "EventLoop", "CGuestSystem", "CLinux",
+                "MojoProxy", "EventLoop", "CGuestSystem", "CLinux", "Processes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Daemons/mojo-proxy"),
@@ -197,6 +197,8 @@ let package = Package(
             exclude: ["corpus"]),
         // Serves a folder with Core/P9 on a Unix socket for the Linux-client test in the testbed.
         .executableTarget(name: "p9-serve", dependencies: ["P9"], path: "Tests/P9Serve"),
+        // Both ends of a service that passes descriptors, for mojo-proxy through a VM (testbed, bench).
+        .executableTarget(name: "mojo-probe", dependencies: ["CLinux", "EventLoop"], path: "Tests/MojoProbe"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], path: "Tests/EventLoopTests"),
         .testTarget(

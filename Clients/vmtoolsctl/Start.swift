@@ -52,6 +52,13 @@ struct Start: AsyncParsableCommand {
     @Option(help: "Seconds the guest may take to come up.")
     var timeout: UInt32?
 
+    @Option(
+        name: .customLong("mojo-channel"),
+        help: ArgumentHelp(
+            "N:GUEST_SOCKET:HOST_SOCKET: mojo-proxy joins the guest's clients of GUEST_SOCKET to the host's listener at HOST_SOCKET, passed descriptors included (repeatable).",
+            valueName: "channel"))
+    var mojoChannels: [String] = []
+
     @Flag(help: "Print the VM's record as JSON.")
     var json = false
 
@@ -70,7 +77,24 @@ struct Start: AsyncParsableCommand {
         if let root { options["root"] = .string(root) }
         if let params { options["params"] = .string(params) }
         if let timeout { options["timeout_s"] = .uint32(timeout) }
+        if !mojoChannels.isEmpty {
+            options["mojo_channels"] = .array(
+                element: "(uss)",
+                mojoChannels.map { channel in
+                    let parts = channel.split(separator: ":", maxSplits: 2).map(String.init)
+                    return .structure([.uint32(UInt32(parts[0]) ?? 0), .string(parts[1]), .string(parts[2])])
+                })
+        }
         return options
+    }
+
+    func validate() throws {
+        for channel in mojoChannels {
+            let parts = channel.split(separator: ":", maxSplits: 2)
+            guard parts.count == 3, let number = UInt32(parts[0]), number > 0 else {
+                throw ValidationError("--mojo-channel \(channel): expected N:GUEST_SOCKET:HOST_SOCKET with N > 0")
+            }
+        }
     }
 
     mutating func run() async throws {

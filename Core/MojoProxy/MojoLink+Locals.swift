@@ -14,7 +14,7 @@ extension MojoLink {
             writePending(local)
             guard locals[local.handle] === local else { return .remove }
         }
-        if local.readsFromFD,
+        if local.readsFromFD, !local.readEnded,
             readiness.contains(.readable) || readiness.contains(.hangUp)
                 || readiness.contains(.peerClosedWriting) || readiness.contains(.error)
         {
@@ -55,7 +55,17 @@ extension MojoLink {
         let received = Array(fds.prefix(Int(count)))
         guard n > 0 || !received.isEmpty else {
             for fd in received { close(fd) }
-            // End of stream, or an error: the other side's end closes too.
+            if n == 0, local.halfCloses, !local.writeEnded, !local.closing {
+                // Half-closed: the other side's end stops writing, and may still answer.
+                local.readEnded = true
+                var end = Vmtools_Mojo_Message()
+                end.data.handle = local.handle
+                end.data.endOfStream = true
+                send(end)
+                updateInterest(local)
+                return
+            }
+            // End of stream both ways, or an error: the other side's end closes too.
             drop(local, error: n < 0 ? Int32(-n) : 0)
             return
         }
@@ -158,8 +168,20 @@ extension MojoLink {
             for fd in fds { close(fd) }
             throw .invalid("Data beyond handle \(data.handle)'s window")
         }
-        local.pending.append(MojoLocal.Pending(bytes: Array(data.payload), fds: fds))
-        local.pendingBytes += data.payload.count
+        guard !local.writeEndRequested else {
+            for fd in fds { close(fd) }
+            throw .invalid("Data for handle \(data.handle) after its end of stream")
+        }
+        if !data.payload.isEmpty || !fds.isEmpty {
+            local.pending.append(MojoLocal.Pending(bytes: Array(data.payload), fds: fds))
+            local.pendingBytes += data.payload.count
+        }
+        if data.endOfStream {
+            guard local.halfCloses else {
+                throw .invalid("end of stream for handle \(data.handle), not a stream socket")
+            }
+            local.writeEndRequested = true
+        }
         writePending(local)
     }
 
@@ -242,6 +264,14 @@ extension MojoLink {
         if local.closing, local.pending.isEmpty {
             drop(local, tellPeer: false)
             return
+        }
+        if local.writeEndRequested, !local.writeEnded, local.pending.isEmpty {
+            shutdown(local.fd, Int32(SHUT_WR))
+            local.writeEnded = true
+            if local.readEnded {
+                drop(local)  // both directions are over: the other side frees its end too
+                return
+            }
         }
         updateInterest(local)
     }

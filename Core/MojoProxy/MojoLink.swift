@@ -166,7 +166,7 @@ public final class MojoLink: @unchecked Sendable {
 
     func interest(of local: MojoLocal) -> EventLoop.Interest {
         var interest: EventLoop.Interest = []
-        if local.readsFromFD, !local.readPaused, !local.closing { interest.insert(.readable) }
+        if local.readsFromFD, !local.readPaused, !local.closing, !local.readEnded { interest.insert(.readable) }
         if !local.pending.isEmpty { interest.insert(.writable) }
         return interest
     }

@@ -38,6 +38,18 @@ final class MojoLocal: @unchecked Sendable {
     var closing = false
     /// Reading is held back (no window, or the link's queue is full).
     var readPaused = false
+    /// A stream socket's half-close: its reader saw end of stream (and the other side was
+    /// told), and the other side's end of stream arrived (`fd` is shut down for writing once
+    /// `pending` is written).
+    var readEnded = false
+    var writeEndRequested = false
+    var writeEnded = false
+
+    /// Stream sockets close one direction at a time; other descriptors close whole.
+    var halfCloses: Bool {
+        if case .socket(.streamSocket) = role { return true }
+        return false
+    }
 
     init(handle: Int64, fd: Int32, role: Role, window: Int) {
         self.handle = handle

@@ -88,6 +88,16 @@ final class ConciergeBusTests {
         #expect(mistyped.status != 0 && mistyped.out.contains("option cpus must be u, got s"), "\(mistyped.out)")
         let badName = try await call("StartVm", "sa{sv}", "../x", "0")
         #expect(badName.status != 0 && badName.out.contains("VM name '../x'"), "\(badName.out)")
+        let badChannels = try await call(
+            "StartVm", "sa{sv}", "demo", "1", "mojo_channels", "a(uss)", "2", "1", "/a.sock", "/b.sock", "1", "/c.sock",
+            "/d.sock")
+        #expect(
+            badChannels.status != 0 && badChannels.out.contains("mojo channel 1 is given twice"), "\(badChannels.out)")
+        let mistypedChannels = try await call("StartVm", "sa{sv}", "demo", "1", "mojo_channels", "as", "1", "x")
+        #expect(
+            mistypedChannels.status != 0
+                && mistypedChannels.out.contains("option mojo_channels must be a(uss), got as"),
+            "\(mistypedChannels.out)")
         let missing = try await call("GetVmInfo", "s", "nope")
         #expect(missing.status != 0 && missing.out.contains("no VM named nope"), "\(missing.out)")
         let listed = try await call("ListVms")

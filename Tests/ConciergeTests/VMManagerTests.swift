@@ -75,6 +75,28 @@ struct VMManagerTests {
         options = VMOptions(name: "a")
         options.kernel = "/no/such/kernel"
         await #expect { try await manager.start(options) } throws: { "\($0)".contains("/no/such/kernel") }
+        for (channels, why) in [
+            ([MojoChannel(number: 0, guestSocket: "/g.sock", hostSocket: "/h.sock")], "start at 1"),
+            ([MojoChannel(number: 1, guestSocket: "g.sock", hostSocket: "/h.sock")], "guest socket 'g.sock'"),
+            ([MojoChannel(number: 1, guestSocket: "/g.sock", hostSocket: "/h sock")], "host socket '/h sock'"),
+            ([MojoChannel(number: 1, guestSocket: "/g.sock", hostSocket: "/$HOME")], "host socket '/$HOME'"),
+            (
+                [
+                    MojoChannel(number: 1, guestSocket: "/g.sock", hostSocket: "/h.sock"),
+                    MojoChannel(number: 2, guestSocket: "/g.sock", hostSocket: "/i.sock"),
+                ], "used twice"
+            ),
+        ] {
+            options = VMOptions(name: "a")
+            options.mojoChannels = channels
+            await #expect { try await manager.start(options) } throws: {
+                ($0 as? ConciergeError)?.kind == .invalidArgument && "\($0)".contains(why)
+            }
+        }
+        // Good channels, but no systemd to start the host's proxy with: a clear refusal.
+        options = VMOptions(name: "a")
+        options.mojoChannels = [MojoChannel(number: 1, guestSocket: "/g.sock", hostSocket: "/h.sock")]
+        await #expect { try await manager.start(options) } throws: { "\($0)".contains("mojo channels need systemd") }
         #expect(fixture.savedState?.pools.held.isEmpty ?? true)
         #expect(await manager.list().isEmpty)
     }

@@ -156,6 +156,36 @@ struct MojoLinkTests {
         close(client2)
     }
 
+    @Test("half-close either way: the other end reads to its end and still answers, then both ends close")
+    func halfClose() throws {
+        let pair = try ProxyPair()
+        // The client stops writing; the server sees the end, answers, and closes.
+        let (client, server) = try pair.connection()
+        #expect(writeAll(client, Array("request".utf8)))
+        shutdown(client, Int32(SHUT_WR))
+        #expect(readExactly(server, 100) == Array("request".utf8), "the server reads the request, then its end")
+        #expect(writeAll(server, Array("answer".utf8)))
+        close(server)
+        #expect(readExactly(client, 100) == Array("answer".utf8), "the answer comes after the client's half-close")
+        close(client)
+        // The server stops writing first; the client's bytes still reach it.
+        let (client2, server2) = try pair.connection()
+        #expect(writeAll(server2, Array("hello".utf8)))
+        shutdown(server2, Int32(SHUT_WR))
+        #expect(readExactly(client2, 100) == Array("hello".utf8))
+        #expect(writeAll(client2, Array("late reply".utf8)))
+        shutdown(client2, Int32(SHUT_WR))
+        #expect(readExactly(server2, 100) == Array("late reply".utf8))
+        close(client2)
+        close(server2)
+        var waited = 0
+        while pair.host.openCount + pair.guest.openCount > 0, waited < 250 {
+            usleep(20_000)
+            waited += 1
+        }
+        #expect(pair.host.openCount + pair.guest.openCount == 0, "the proxies still hold the connection")
+    }
+
     @Test("32 MiB through a slow reader arrive intact; the proxies' queues stay bounded")
     func backPressure() throws {
         let pair = try ProxyPair()

@@ -308,6 +308,11 @@ public nonisolated struct Vmtools_Mojo_Data: Sendable {
 
   public var transferred: [Vmtools_Mojo_FileDescriptor] = []
 
+  /// The sender's end of a stream socket will send no more after this (its local reader saw end of
+  /// stream): the receiver shuts down writing on its descriptor once what came before is written.
+  /// The handle stays open for the other direction until either side sends Close.
+  public var endOfStream: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -905,7 +910,7 @@ nonisolated extension Vmtools_Mojo_FileDescriptor.TypeEnum: SwiftProtobuf._Proto
 
 nonisolated extension Vmtools_Mojo_Data: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Data"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}handle\0\u{1}payload\0\u{1}transferred\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}handle\0\u{1}payload\0\u{1}transferred\0\u{3}end_of_stream\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -916,6 +921,7 @@ nonisolated extension Vmtools_Mojo_Data: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.handle) }()
       case 2: try { try decoder.decodeSingularBytesField(value: &self.payload) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.transferred) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.endOfStream) }()
       default: break
       }
     }
@@ -931,6 +937,9 @@ nonisolated extension Vmtools_Mojo_Data: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.transferred.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.transferred, fieldNumber: 3)
     }
+    if self.endOfStream != false {
+      try visitor.visitSingularBoolField(value: self.endOfStream, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -938,6 +947,7 @@ nonisolated extension Vmtools_Mojo_Data: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.handle != rhs.handle {return false}
     if lhs.payload != rhs.payload {return false}
     if lhs.transferred != rhs.transferred {return false}
+    if lhs.endOfStream != rhs.endOfStream {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -12,7 +12,7 @@ public enum ConciergeInterface {
     /// StartVm's option keys and their types.
     public static let startOptions: [String: String] = [
         "image": "s", "kernel": "s", "initrd": "s", "disks": "as", "writable_disks": "as", "cpus": "u",
-        "memory_mib": "u", "params": "s", "root": "s", "timeout_s": "u",
+        "memory_mib": "u", "params": "s", "root": "s", "timeout_s": "u", "mojo_channels": "a(uss)",
     ]
 
     /// The interface, served by `manager` and `disks`, with property `RunningVms` read from
@@ -114,6 +114,7 @@ public enum ConciergeInterface {
         result.params = try options.value("params", default: "")
         result.root = try options.optional("root", as: String.self)
         result.timeoutSeconds = try options.optional("timeout_s", as: UInt32.self).map(Double.init)
+        result.mojoChannels = try options.value("mojo_channels", default: [MojoChannel]())
         return result
     }
 
@@ -129,6 +130,20 @@ public enum ConciergeInterface {
             "control_socket": .string(info.controlSocket), "serial_log": .string(info.serialLog),
             "started_at": .double(info.startedAt),
             "seneschal_handle": .uint32(info.shareServer), "shared_folder": .string(info.sharedFolder),
+            "mojo_channels": info.mojoChannels.dbusValue,
         ])
+    }
+}
+
+extension MojoChannel: DBusConvertible {
+    public static var dbusSignature: String { "(uss)" }
+
+    public var dbusValue: DBusValue { .structure([.uint32(number), .string(guestSocket), .string(hostSocket)]) }
+
+    public init(dbusValue: DBusValue) throws(DBusError) {
+        guard case .structure(let fields) = dbusValue, fields.count == 3, case .uint32(let number) = fields[0],
+            case .string(let guestSocket) = fields[1], case .string(let hostSocket) = fields[2]
+        else { throw .invalidArgs("expected (uss), got \(dbusValue.signature)") }
+        self.init(number: number, guestSocket: guestSocket, hostSocket: hostSocket)
     }
 }

@@ -22,6 +22,9 @@ extension VMManager {
             throw .init(.alreadyExists, "VM \(name) already exists")
         }
         try checkDiskSharing(options)
+        if !options.mojoChannels.isEmpty && mojoProxies == nil {
+            throw .failed("mojo channels need systemd (vmtools-mojo-proxy@.service), which this concierge does not use")
+        }
         let boot = try options.bootFiles(imagesDirectory: config.imagesDirectory)
         starting.insert(name)
         defer { starting.remove(name) }
@@ -142,6 +145,12 @@ extension VMManager {
                 stopShareServer(server)
                 mountedServer = nil
             }
+            do throws(ConciergeError) {
+                try await startMojoProxy(options, paths: paths)
+            } catch {
+                if !options.mojoChannels.isEmpty { stopMojoProxy(name) }
+                throw error
+            }
             if let gid = VMPaths.groupID(config.userGroup) {
                 for failure in paths.share(withGroup: gid) {
                     log("VM \(name): sharing with group \(config.userGroup): \(failure)")
@@ -151,7 +160,7 @@ extension VMManager {
                 name: name, pid: process.pid, startTicks: Self.startTicks(of: process.pid) ?? 0, resources: resources,
                 tap: tapName, cpus: options.cpus, memoryMiB: options.memoryMiB, kernel: readyRequest.kernelRelease,
                 startedAt: Date().timeIntervalSince1970, disks: options.disks, writableDisks: options.writableDisks,
-                shareServer: mountedServer)
+                shareServer: mountedServer, mojoChannels: options.mojoChannels.isEmpty ? nil : options.mojoChannels)
             handedOver = true
             return (process, info(for: record, state: "running"), record)
         } catch {

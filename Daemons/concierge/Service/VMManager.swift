@@ -16,6 +16,8 @@ public actor VMManager {
     let events: @Sendable (VMEvent) -> Void
     /// Where each VM's 9P server comes from (nil: VMs get no shared folder).
     let shareServers: (any ShareServers)?
+    /// Where each VM's host-side mojo-proxy comes from (nil: VMs with mojo channels cannot start).
+    let mojoProxies: (any MojoProxies)?
     let stateFile: StateFile<ConciergeState>
     var state: ConciergeState
 
@@ -38,10 +40,12 @@ public actor VMManager {
     /// Loads the persisted state and re-adopts the VMs whose vmm still runs; frees the rest.
     public init(
         config: ConciergeConfiguration, log: @escaping @Sendable (String) -> Void,
-        events: @escaping @Sendable (VMEvent) -> Void, shareServers: (any ShareServers)? = nil
+        events: @escaping @Sendable (VMEvent) -> Void, shareServers: (any ShareServers)? = nil,
+        mojoProxies: (any MojoProxies)? = nil
     ) throws(ConciergeError) {
         self.config = config
         self.shareServers = shareServers
+        self.mojoProxies = mojoProxies
         self.log = log
         self.events = events
         stateFile = StateFile(path: config.stateFile)
@@ -68,6 +72,7 @@ public actor VMManager {
                 log("re-adopted VM \(record.name) (vmm pid \(record.pid), CID \(record.resources.cid))")
             } else {
                 log("VM \(record.name) (vmm pid \(record.pid)) is gone; freeing its CID, subnet and MAC")
+                if record.mojoChannels?.isEmpty == false { stopMojoProxy(record.name) }
                 state.vms[record.name] = nil
                 state.pools.release(record.name)
                 removeRuntimeFolder(record.name)
@@ -112,7 +117,8 @@ public actor VMManager {
             cpus: record.cpus, memoryMiB: record.memoryMiB, kernel: record.kernel, vsockSocket: paths.vsock,
             maitredSocket: paths.maitred, shellSocket: paths.shell, controlSocket: paths.control,
             serialLog: paths.serialLog, startedAt: record.startedAt, shareServer: record.shareServer ?? 0,
-            sharedFolder: record.shareServer == nil ? "" : VMPaths.sharedFolder)
+            sharedFolder: record.shareServer == nil ? "" : VMPaths.sharedFolder, mojoChannels: record.mojoChannels ?? []
+        )
     }
 
     func persist() throws(ConciergeError) {
@@ -142,6 +148,7 @@ public actor VMManager {
         guard let vm = running[name], vm.process === process else { return }
         running[name] = nil
         if let handle = state.vms[name]?.shareServer { stopShareServer(handle) }
+        if state.vms[name]?.mojoChannels?.isEmpty == false { stopMojoProxy(name) }
         state.vms[name] = nil
         state.pools.release(name)
         persistLogging()

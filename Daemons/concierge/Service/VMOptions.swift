@@ -20,6 +20,8 @@ public struct VMOptions: Sendable, Equatable {
     public var root: String?
     /// Overrides ``ConciergeConfiguration/startTimeoutSeconds``.
     public var timeoutSeconds: Double?
+    /// Sockets joined between guest and host by mojo-proxy (none: no proxy).
+    public var mojoChannels: [MojoChannel] = []
 
     public init(name: String) { self.name = name }
 
@@ -90,5 +92,6 @@ public struct VMOptions: Sendable, Equatable {
         if let timeoutSeconds, !(1...3600).contains(timeoutSeconds) {
             throw .invalid("timeout \(timeoutSeconds) s is outside 1–3600")
         }
+        try MojoChannel.validate(mojoChannels)
     }
 }

@@ -20,4 +20,10 @@ public struct VMPaths: Sendable, Equatable {
     public static let sharePort: UInt32 = 16384
     public var shareServer: String { "\(vsock)_\(Self.sharePort)" }
     public static let sharedFolder = "/mnt/shared"
+
+    /// The guest's mojo-proxy links to host vsock port 9900: the host's proxy listens here.
+    public static let mojoPort: UInt32 = 9900
+    public var mojoProxyLink: String { "\(vsock)_\(Self.mojoPort)" }
+    /// The channels of the host's proxy (`vmtools-mojo-proxy@.service` reads MOJO_CHANNELS).
+    public var mojoProxyEnvironment: String { "\(folder)/mojo-proxy.env" }
 }

@@ -18,11 +18,13 @@ public struct VMRecord: Codable, Sendable, Equatable {
     public var writableDisks: [String]?
     /// The handle of the VM's 9P server at seneschal, when it has one.
     public var shareServer: UInt32?
+    /// Its mojo-proxy channels (absent: none), whose host-side unit goes with the VM.
+    public var mojoChannels: [MojoChannel]?
 
     public init(
         name: String, pid: Int32, startTicks: UInt64, resources: VMResources, tap: String, cpus: Int, memoryMiB: Int,
         kernel: String, startedAt: Double, disks: [String] = [], writableDisks: [String] = [],
-        shareServer: UInt32? = nil
+        shareServer: UInt32? = nil, mojoChannels: [MojoChannel]? = nil
     ) {
         self.name = name
         self.pid = pid
@@ -36,6 +38,7 @@ public struct VMRecord: Codable, Sendable, Equatable {
         self.disks = disks
         self.writableDisks = writableDisks
         self.shareServer = shareServer
+        self.mojoChannels = mojoChannels
     }
 }
 
@@ -84,6 +87,7 @@ public struct VMInfo: Sendable, Equatable {
     /// seneschal's handle of the VM's 9P server (0: none) and where the guest mounted it ("": nowhere).
     public var shareServer: UInt32 = 0
     public var sharedFolder = ""
+    public var mojoChannels: [MojoChannel] = []
 }
 
 /// Why a VM stopped (the VmStopped signal's reason).

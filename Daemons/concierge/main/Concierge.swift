@@ -51,7 +51,8 @@ struct Concierge: AsyncParsableCommand {
         let signals = ConciergeSignals(connection: connection) { log.error("\($0)") }
         let manager = try VMManager(
             config: config, log: { log.info("\($0)") }, events: { signals.emit($0) },
-            shareServers: SeneschalShareServers(connection: connection))
+            shareServers: SeneschalShareServers(connection: connection),
+            mojoProxies: SystemdMojoProxies(connection: connection))
         let adopted = await manager.resume()
         signals.adopt(adopted)
         let policy = CallerPolicy()
