@@ -198,7 +198,8 @@ let package = Package(
         // Serves a folder with Core/P9 on a Unix socket for the Linux-client test in the testbed.
         .executableTarget(name: "p9-serve", dependencies: ["P9"], path: "Tests/P9Serve"),
         // Both ends of a service that passes descriptors, for mojo-proxy through a VM (testbed, bench).
-        .executableTarget(name: "mojo-probe", dependencies: ["CLinux", "EventLoop"], path: "Tests/MojoProbe"),
+        .executableTarget(
+            name: "mojo-probe", dependencies: ["CLinux", "CGuestSystem", "EventLoop"], path: "Tests/MojoProbe"),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], path: "Tests/GuestMemoryTests"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"], path: "Tests/EventLoopTests"),
         .testTarget(

@@ -7,6 +7,8 @@
 //   mojo-probe check PATH                 the guest's client: every check, one "ok"/"FAIL" line each
 //   mojo-probe refused PATH               exits 0 when a connection to PATH is ended by the other side
 //   mojo-probe bench PATH [MIB] [ROUNDS]  throughput (MiB/s) and round trip (µs) of a connection
+//                                         (PATH vsock:PORT: to the host over plain vsock, from a guest)
+import CGuestSystem
 import CLinux
 import EventLoop
 
@@ -27,10 +29,17 @@ func say(_ line: String) {
     _ = text.withCString { write(1, $0, strlen($0)) }
 }
 
+/// A Unix socket's path, or `vsock:PORT` for the host (CID 2) over plain vsock from a guest.
 func connectTo(_ path: String) -> Int32 {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard let address = UnixAddress(path), address.withSockaddr({ connect(fd, $0, $1) }) == 0 else {
-        fail("connecting to \(path): \(String(cString: strerror(errno)))")
+    let fd: Int32
+    if path.hasPrefix("vsock:"), let port = UInt32(path.dropFirst(6)) {
+        fd = cgs_vsock_connect(2, port)
+        guard fd >= 0 else { fail("connecting to \(path): \(String(cString: strerror(-fd)))") }
+    } else {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard let address = UnixAddress(path), address.withSockaddr({ connect(fd, $0, $1) }) == 0 else {
+            fail("connecting to \(path): \(String(cString: strerror(errno)))")
+        }
     }
     var timeout = timeval(tv_sec: 30, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
