@@ -1053,7 +1053,7 @@ struct VirtioVsockTests {
         let client = try harness.connectClient()
         #expect(Host.write(client, Array("CONNECT 4242\n".utf8)))
         #expect(eventually { harness.device.statusJSON().contains("\"control\":1,") })
-        close(client)
+        harness.closeHost(client)
         #expect(eventually { harness.device.connectionCount == 0 })
         harness.postedTarget = 16
         #expect(try harness.drain().isEmpty, "the guest got a REQUEST or RST for a client that had gone")
