@@ -78,22 +78,21 @@ struct Start: AsyncParsableCommand {
         if let params { options["params"] = .string(params) }
         if let timeout { options["timeout_s"] = .uint32(timeout) }
         if !mojoChannels.isEmpty {
-            options["mojo_channels"] = .array(
-                element: "(uss)",
-                mojoChannels.map { channel in
-                    let parts = channel.split(separator: ":", maxSplits: 2).map(String.init)
-                    return .structure([.uint32(UInt32(parts[0]) ?? 0), .string(parts[1]), .string(parts[2])])
-                })
+            options["mojo_channels"] = .array(element: "(uss)", mojoChannels.compactMap(Self.mojoChannel))
         }
         return options
     }
 
+    /// `N:GUEST_SOCKET:HOST_SOCKET` as StartVm's `(uss)`; nil when it is not that.
+    static func mojoChannel(_ text: String) -> DBusValue? {
+        let parts = text.split(separator: ":", maxSplits: 2).map(String.init)
+        guard parts.count == 3, let number = UInt32(parts[0]), number > 0 else { return nil }
+        return .structure([.uint32(number), .string(parts[1]), .string(parts[2])])
+    }
+
     func validate() throws {
-        for channel in mojoChannels {
-            let parts = channel.split(separator: ":", maxSplits: 2)
-            guard parts.count == 3, let number = UInt32(parts[0]), number > 0 else {
-                throw ValidationError("--mojo-channel \(channel): expected N:GUEST_SOCKET:HOST_SOCKET with N > 0")
-            }
+        for channel in mojoChannels where Self.mojoChannel(channel) == nil {
+            throw ValidationError("--mojo-channel \(channel): expected N:GUEST_SOCKET:HOST_SOCKET with N > 0")
         }
     }
 
