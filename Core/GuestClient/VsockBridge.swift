@@ -20,8 +20,10 @@ public final class VsockBridge: Sendable {
     private let listener: Int32
     private let lastFailure = Mutex<String?>(nil)
 
-    /// How long the VM may take to answer `CONNECT` before the connection is dropped.
-    static let handshakeTimeoutSeconds = 5
+    /// How long the VM may take to answer `CONNECT` before the connection is dropped: longer
+    /// than vmm's own waits (5 s for an accept, 10 s for a receive buffer), so that vmm's reason
+    /// arrives first; only a VMM that answers nothing at all runs into this.
+    static let handshakeTimeoutSeconds = 15
 
     public init(vsockSocket: String, port: UInt32) throws(GuestClientError) {
         self.vsockSocket = vsockSocket
@@ -140,6 +142,10 @@ public final class VsockBridge: Sendable {
         let line = String(decoding: reply, as: UTF8.self)
         guard line.hasPrefix("OK ") else {
             Glibc.close(fd)
+            // vmm's word that the guest did not answer in time (it says why and after how long).
+            if line.hasPrefix("ERROR "), line.contains("within") {
+                return .failure(.timedOut("vsock port \(port): \(line.dropFirst(6))"))
+            }
             // No answer at all is not a refusal: the VM's vsock device or the guest is stuck.
             if waitedOut && reply.isEmpty {
                 return .failure(

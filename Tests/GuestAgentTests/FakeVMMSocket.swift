@@ -8,16 +8,19 @@ import Synchronization
 
 /// vmm's side of the `CONNECT <port>\n` exchange, for tests on a machine that cannot boot a
 /// guest: a known port is answered `OK <n>\n` and spliced to a Unix socket; an unknown one is
-/// closed without a word, as vmm does when the guest resets the connection.
+/// closed without a word, as vmm does when the guest resets the connection; a silent one gets
+/// vmm's `ERROR <why>\n` for a guest that never answered.
 final class FakeVMMSocket: Sendable {
     let path: String
     private let listener: Int32
     private let ports: [UInt32: String]
+    private let silentPorts: Set<UInt32>
     private let seen = Mutex<[String]>([])
 
-    init(path: String, ports: [UInt32: String]) throws {
+    init(path: String, ports: [UInt32: String], silentPorts: Set<UInt32> = []) throws {
         self.path = path
         self.ports = ports
+        self.silentPorts = silentPorts
         listener = Self.blocking(try UnixSocket.listen(at: path, backlog: 8))
         let listener = listener
         Thread.detachNewThread { [self] in
@@ -42,6 +45,12 @@ final class FakeVMMSocket: Sendable {
         while recv(fd, &byte, 1, 0) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
         let request = String(decoding: line, as: UTF8.self)
         seen.withLock { $0.append(request) }
+        if request.hasPrefix("CONNECT "), let port = UInt32(request.dropFirst(8)), silentPorts.contains(port) {
+            let error = Array("ERROR the guest did not accept within 5000 ms\n".utf8)
+            _ = error.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            close(fd)
+            return
+        }
         guard request.hasPrefix("CONNECT "), let port = UInt32(request.dropFirst(8)), let target = ports[port],
             let upstream = (try? UnixSocket.connect(to: target)).map(Self.blocking)
         else {

@@ -43,6 +43,22 @@ import Testing
         }
     }
 
+    @Test func aGuestThatDoesNotAnswerIsATimeoutNotARefusal() async throws {
+        try await TestAgent.with { agent in
+            let vmm = try FakeVMMSocket(path: "\(agent.directory)/vsock.sock", ports: [:], silentPorts: [8888])
+            defer { vmm.stop() }
+            let endpoint = GuestEndpoint.vsock(socket: vmm.path, port: 8888)
+            let error = await #expect(throws: GuestClientError.self) {
+                try await endpoint.withClient {
+                    try await Vmtools_Guest_Maitred.Client(wrapping: $0).getKernelVersion(Vmtools_Guest_Empty())
+                }
+            }
+            #expect(
+                error?.description == "timed out: vsock port 8888: the guest did not accept within 5000 ms",
+                "\(String(describing: error))")
+        }
+    }
+
     @Test func aMissingVsockSocketIsNamed() async throws {
         let endpoint = GuestEndpoint.vsock(socket: "/tmp/no-such-vm-\(getpid()).sock", port: 8888)
         let error = await #expect(throws: GuestClientError.self) {

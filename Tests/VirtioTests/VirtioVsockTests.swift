@@ -346,9 +346,9 @@ struct VirtioVsockTests {
         #expect(data?.payload == Array("early".utf8))
     }
 
-    @Test("a guest that never answers a host CONNECT gets an RST after the timeout, and the client is closed")
+    @Test("a guest that never answers a host CONNECT gets an RST after the timeout; the client is told why, and closed")
     func hostConnectTimeout() throws {
-        let harness = try VsockHarness()
+        let harness = try VsockHarness(connectTimeoutMilliseconds: 1500)
         let client = try harness.connectClient()
         #expect(Host.write(client, Array("CONNECT 1234\n".utf8)))
         guard let request = try harness.expect(.request) else { return }
@@ -356,8 +356,10 @@ struct VirtioVsockTests {
         let end = Host.readToEnd(client, timeout: 5)
         let waited = Date().timeIntervalSince(started)
         #expect(end.closed)
-        #expect(end.bytes.isEmpty, "no OK without a RESPONSE")
-        #expect(waited >= 1.4 && waited < 4, "closed after \(waited) s; the timeout is 2 s")
+        #expect(
+            String(decoding: end.bytes, as: UTF8.self) == "ERROR the guest did not accept within 1500 ms\n",
+            "no OK without a RESPONSE, and a reason that is not a refusal")
+        #expect(waited >= 1.2 && waited < 3.5, "closed after \(waited) s; the timeout is 1.5 s")
         let reset = try harness.expect(.reset)
         Self.checkAddress(reset, hostPort: request.header.sourcePort, guestPort: 1234)
         #expect(harness.device.connectionCount == 0)

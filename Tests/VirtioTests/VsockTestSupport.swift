@@ -96,8 +96,13 @@ final class VsockHarness {
     private var hostFDs: Set<Int32> = []
     private var listenerPaths: [String] = []
 
-    /// - Parameter portSockets: guest ports that get a per-port listener, at ``portSocket(_:)``.
-    init(guestCID: UInt64 = VsockHarness.guestCID, portSockets: [UInt32] = []) throws {
+    /// - Parameters:
+    ///   - portSockets: guest ports that get a per-port listener, at ``portSocket(_:)``.
+    ///   - connectTimeoutMilliseconds: the device's wait for the guest to accept a host CONNECT.
+    init(
+        guestCID: UInt64 = VsockHarness.guestCID, portSockets: [UInt32] = [],
+        connectTimeoutMilliseconds: UInt64 = VirtioVsock.defaultConnectTimeoutMilliseconds
+    ) throws {
         let tag = String(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(10)).lowercased()
         directory = "/tmp/vsock-test-\(tag)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -115,7 +120,8 @@ final class VsockHarness {
         let directory = directory
         device = try VirtioVsock(
             guestCID: guestCID, socketPath: socketPath,
-            portSockets: portSockets.map { ($0, "\(directory)/port-\($0).sock") }
+            portSockets: portSockets.map { ($0, "\(directory)/port-\($0).sock") },
+            connectTimeoutMilliseconds: connectTimeoutMilliseconds
         ) { logged.append($0) }
         loop = try EventLoop(name: loopName)
         try loop.start()

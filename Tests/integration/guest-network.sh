@@ -51,7 +51,7 @@ for i in $(seq 30); do kill -0 $receiver 2>/dev/null || break; sleep 1; done
 check "guest → host: 8 MiB over TCP arrive intact" bash -c "echo guest \$(echo '$gmd5' | head -n1) host \$(md5sum <$work/from-guest | cut -d' ' -f1) \$(stat -c %s $work/from-guest) bytes; [ \"\$(echo '$gmd5' | head -n1)\" = \"\$(md5sum <$work/from-guest | cut -d' ' -f1)\" ]"
 check "vmm status counts packets both ways" bash -c "vmm status $work/ctl | tee /dev/stderr | grep -Eq '\"tx_packets\":[1-9][0-9]*.*\"rx_packets\":[1-9]'"
 check "Shutdown ends vmm with status 0" bash -c "timeout 60 vmtoolsctl guest shutdown --vsock $sock; for i in \$(seq 60); do kill -0 $vmm_pid 2>/dev/null || break; sleep 1; done; ! kill -0 $vmm_pid 2>/dev/null"
-wait "$vmm_pid"
+wait_exit "$vmm_pid" 5
 check "vmm's exit status is 0" test "$?" -eq 0
 
 # Bad input is refused before anything starts, with what was wrong.

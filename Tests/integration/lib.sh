@@ -28,6 +28,23 @@ report_triple_faults() {
   done
 }
 
+# wait_exit PID SECONDS: waits at most SECONDS for the background job PID to end and returns
+# its exit status; one still running then is killed and returns 124, so that a VM that did not
+# stop fails a check instead of hanging the test until the testbed's timeout hides its output.
+wait_exit() {
+  local pid=$1 i
+  for ((i = 0; i < $2 * 2; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 124
+  fi
+  wait "$pid"
+}
+
 finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]

@@ -96,7 +96,7 @@ check "status says paused" bash -c "vmm status $work/ctl | grep -q '\"state\":\"
 check "resume lets it run again" bash -c "vmm resume $work/ctl | grep -q running && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$b -gt \$a ]"
 check "an unknown command gets an error reply" bash -c "echo reboot-the-planet | socat - UNIX-CONNECT:$work/ctl | grep -q '\"ok\":false'"
 check "stop ends vmm with status 0 and removes the socket" bash -c "vmm stop $work/ctl && wait_pid() { for i in \$(seq 30); do kill -0 $vmm_pid 2>/dev/null || return 0; sleep 1; done; return 1; }; wait_pid && [ ! -e $work/ctl ]"
-wait "$vmm_pid"
+wait_exit "$vmm_pid" 5
 check "vmm's exit status after stop is 0" test "$?" -eq 0
 check "a stopped VM's socket refuses clients with a clear error" bash -c "! vmm status $work/ctl 2>&1 | grep -q 'cannot connect'; vmm status $work/ctl 2>&1 | grep -q 'cannot connect'"
 
@@ -105,7 +105,7 @@ vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input -
 vmm_pid=$!
 sleep 8
 kill -TERM "$vmm_pid"
-wait "$vmm_pid"
+wait_exit "$vmm_pid" 60
 check "SIGTERM stops the VM cleanly (status 0)" test "$?" -eq 0
 check "a disk that does not exist is named in the error" bash -c "! vmm run --kernel $GUEST_KERNEL --disk /nonexistent.img 2>&1 </dev/null | grep -q 'cannot open the disk image /nonexistent.img'; vmm run --kernel $GUEST_KERNEL --disk /nonexistent.img 2>&1 </dev/null | grep -q 'cannot open the disk image /nonexistent.img'"
 rm -rf "$work"

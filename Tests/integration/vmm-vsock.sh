@@ -69,7 +69,7 @@ sleep 0.2; kill $! 2>/dev/null
 sleep 1
 check "vmm survives clients that disappear, and still serves new streams" bash -c "$(declare -f echo_once); sock=$sock; kill -0 $vmm_pid && echo_once still-alive | grep -qx still-alive"
 check "vmm stops cleanly and removes its vsock socket" bash -c "vmm stop $work/ctl >/dev/null; for i in \$(seq 30); do kill -0 $vmm_pid 2>/dev/null || break; sleep 1; done; ! kill -0 $vmm_pid 2>/dev/null && [ ! -e $sock ]"
-wait "$vmm_pid"
+wait_exit "$vmm_pid" 5
 check "vmm's exit status is 0" test "$?" -eq 0
 check "--cid without --vsock is refused" bash -c "! vmm run --kernel $GUEST_KERNEL --cid 3 2>&1 </dev/null | grep -q 'go together'; vmm run --kernel $GUEST_KERNEL --cid 3 2>&1 </dev/null | grep -q 'go together'"
 check "CID 2 (the host's) is refused" bash -c "vmm run --kernel $GUEST_KERNEL --cid 2 --vsock $work/x.sock 2>&1 </dev/null | grep -q 'guest CID 2'"

@@ -10,7 +10,9 @@ import Synchronization
 /// socket at ``socketPath``.
 ///
 /// - A host program connects to ``socketPath``, writes `CONNECT <port>\n`, and once the guest
-///   accepts reads `OK <host port>\n`; after that the socket carries the stream.
+///   accepts reads `OK <host port>\n`; after that the socket carries the stream. A refusal
+///   (nothing listens on the port) is an end without a line; a guest that does not answer in
+///   time gets `ERROR <why>\n` and an end.
 /// - A guest connection to CID 2 port P is connected to the Unix socket `<socketPath>_P`; the
 ///   guest gets a reset when nothing listens there.
 /// - Optionally, per-port listeners: a plain Unix socket for one guest port, where a connection
@@ -41,10 +43,12 @@ public final class VirtioVsock: EventLoopDevice {
     /// by the connections, and stopping the guest's transmissions for them could deadlock with
     /// a guest that, in turn, stops reading until its own replies are taken.
     static let maxControlBacklog = 256
-    /// How long a host client waits for the guest to accept once the REQUEST is in a receive
-    /// buffer (Firecracker's 2 s): then the guest gets an RST and the client is closed. A
-    /// REQUEST that waits for receive buffers gives up after ``queuedConnectTimeoutMilliseconds``.
-    public static let connectTimeoutMilliseconds: UInt64 = 2000
+    /// How long a host client waits, by default, for the guest to accept once the REQUEST is in
+    /// a receive buffer: then the guest gets an RST, and the client `ERROR <why>` and an end.
+    /// Firecracker waits 2 s; a guest under heavy load on a slow host (nested, emulated) can take
+    /// longer, and a client that wants less can hang up sooner. A REQUEST that waits for receive
+    /// buffers gives up after ``queuedConnectTimeoutMilliseconds``.
+    public static let defaultConnectTimeoutMilliseconds: UInt64 = 5000
     static let queuedConnectTimeoutMilliseconds: UInt64 = 10_000
     /// Host ports for host-initiated connections start here (Firecracker's convention: high,
     /// clear of the well-known ports a guest listens on).
@@ -74,14 +78,20 @@ public final class VirtioVsock: EventLoopDevice {
     private let transmitKick: EventFD
     /// Ticks that expire host connections the guest never answered.
     private let connectTimer: IntervalTimer
+    /// This device's wait for the guest to accept a delivered REQUEST.
+    let connectTimeoutMilliseconds: UInt64
     private let loop = Mutex<EventLoop?>(nil)
     private let log: @Sendable (String) -> Void
 
     /// Listens at `socketPath` for host connections, and at each of `portSockets` for
     /// connections to that one guest port.
-    /// - Parameter log: told about refused or broken streams.
+    /// - Parameters:
+    ///   - connectTimeoutMilliseconds: how long the guest has to accept a host connection once
+    ///     it could see the request.
+    ///   - log: told about refused or broken streams.
     public init(
         guestCID: UInt64, socketPath: String, portSockets: [(port: UInt32, path: String)] = [],
+        connectTimeoutMilliseconds: UInt64 = VirtioVsock.defaultConnectTimeoutMilliseconds,
         log: @escaping @Sendable (String) -> Void = { _ in }
     ) throws(VirtioDeviceError) {
         guard guestCID >= 3, guestCID < 0xFFFF_FFFF else {
@@ -89,6 +99,7 @@ public final class VirtioVsock: EventLoopDevice {
         }
         self.guestCID = guestCID
         self.socketPath = socketPath
+        self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
         self.log = log
         do {
             receiveKick = try EventFD()
@@ -554,22 +565,28 @@ public final class VirtioVsock: EventLoopDevice {
         return requested
     }
 
-    /// Resets host-initiated streams the guest has not answered within the connect timeout.
+    /// Resets host-initiated streams the guest has not answered within the connect timeout; a
+    /// CONNECT client is told why before it is closed, so that it can tell this from a refusal.
     private func expireUnansweredConnects() {
         let now = IntervalTimer.nowMilliseconds()
         let wake = state.withLock { state -> Bool in
             let expired = state.connections.values.filter {
                 guard $0.state == .connecting else { return false }
                 if let delivered = $0.deliveredAtMilliseconds {
-                    return now &- delivered >= Self.connectTimeoutMilliseconds
+                    return now &- delivered >= connectTimeoutMilliseconds
                 }
                 return now &- $0.requestedAtMilliseconds >= Self.queuedConnectTimeoutMilliseconds
             }
             for connection in expired {
-                let why = connection.deliveredAtMilliseconds == nil ? "took no receive buffer" : "did not answer"
-                log(
-                    "vsock: guest port \(connection.key?.guestPort ?? 0) \(why) in time; closing the host client"
-                )
+                let why =
+                    connection.deliveredAtMilliseconds == nil
+                    ? "the guest took no receive buffer within \(Self.queuedConnectTimeoutMilliseconds) ms"
+                    : "the guest did not accept within \(connectTimeoutMilliseconds) ms"
+                log("vsock: guest port \(connection.key?.guestPort ?? 0): \(why); closing the host client")
+                if connection.announcesAcceptance {
+                    let reply = Array("ERROR \(why)\n".utf8)
+                    _ = reply.withUnsafeBytes { send(connection.fd, $0.baseAddress, $0.count, noSignal) }
+                }
                 closeAndReset(connection.fd, &state)
             }
             return !expired.isEmpty
