@@ -79,6 +79,8 @@ let package = Package(
             path: "Guest/maitred/Agent"),
         .executableTarget(
             name: "maitred", dependencies: ["GuestAgent", "CGuestSystem"], path: "Guest/maitred/main"),
+        // garcon's view of the container's applications: desktop entries, Exec lines, icons.
+        .target(name: "DesktopEntries", path: "Guest/garcon/DesktopEntries"),
         // What the host uses to reach a guest: maitred and shell clients, the startup listener,
         // and the bridge over vmm's `CONNECT <port>` vsock socket.
         .target(
@@ -195,6 +197,9 @@ let package = Package(
         .executableTarget(
             name: "fuzz-mojo-frame", dependencies: ["MojoProxy", "FuzzSupport"], path: "Tests/Fuzz/mojo-frame",
             exclude: ["corpus"]),
+        .executableTarget(
+            name: "fuzz-desktop-entry", dependencies: ["DesktopEntries", "FuzzSupport"],
+            path: "Tests/Fuzz/desktop-entry", exclude: ["corpus"]),
         // Serves a folder with Core/P9 on a Unix socket for the Linux-client test in the testbed.
         .executableTarget(name: "p9-serve", dependencies: ["P9"], path: "Tests/P9Serve"),
         // Both ends of a service that passes descriptors, for mojo-proxy through a VM (testbed, bench).
@@ -240,6 +245,8 @@ let package = Package(
             name: "MojoProxyTests", dependencies: ["MojoProxy", "Fuse", "CLinux", "EventLoop", "TestSupport"],
             path: "Tests/MojoProxyTests"),
         .testTarget(name: "ProcessesTests", dependencies: ["Processes"], path: "Tests/ProcessesTests"),
+        .testTarget(
+            name: "DesktopEntriesTests", dependencies: ["DesktopEntries"], path: "Tests/DesktopEntriesTests"),
         .testTarget(
             name: "SeneschalTests",
             dependencies: ["SeneschalService", "DBus", "DBusTestSupport", "CLinux", "TestSupport"],
