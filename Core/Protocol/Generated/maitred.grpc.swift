@@ -114,6 +114,45 @@ public enum Vmtools_Guest_Maitred: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "StartContainer" metadata.
+        public enum StartContainer: Sendable {
+            /// Request type for "StartContainer".
+            public typealias Input = Vmtools_Guest_StartContainerRequest
+            /// Response type for "StartContainer".
+            public typealias Output = Vmtools_Guest_StartContainerResponse
+            /// Descriptor for "StartContainer".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "vmtools.guest.Maitred"),
+                method: "StartContainer",
+                type: .unary
+            )
+        }
+        /// Namespace for "StopContainer" metadata.
+        public enum StopContainer: Sendable {
+            /// Request type for "StopContainer".
+            public typealias Input = Vmtools_Guest_StopContainerRequest
+            /// Response type for "StopContainer".
+            public typealias Output = Vmtools_Guest_Empty
+            /// Descriptor for "StopContainer".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "vmtools.guest.Maitred"),
+                method: "StopContainer",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListContainers" metadata.
+        public enum ListContainers: Sendable {
+            /// Request type for "ListContainers".
+            public typealias Input = Vmtools_Guest_Empty
+            /// Response type for "ListContainers".
+            public typealias Output = Vmtools_Guest_ContainerList
+            /// Descriptor for "ListContainers".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "vmtools.guest.Maitred"),
+                method: "ListContainers",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "vmtools.guest.Maitred" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ConfigureNetwork.descriptor,
@@ -122,7 +161,10 @@ public enum Vmtools_Guest_Maitred: Sendable {
             LaunchProcess.descriptor,
             SetTime.descriptor,
             GetKernelVersion.descriptor,
-            Shutdown.descriptor
+            Shutdown.descriptor,
+            StartContainer.descriptor,
+            StopContainer.descriptor,
+            ListContainers.descriptor
         ]
     }
 }
@@ -280,6 +322,62 @@ extension Vmtools_Guest_Maitred {
             request: GRPCCore.StreamingServerRequest<Vmtools_Guest_Empty>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_Empty>
+
+        /// Handle the "StartContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+        /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+        /// > its first process.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Vmtools_Guest_StartContainerRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Vmtools_Guest_StartContainerResponse` messages.
+        func startContainer(
+            request: GRPCCore.StreamingServerRequest<Vmtools_Guest_StartContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_StartContainerResponse>
+
+        /// Handle the "StopContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Vmtools_Guest_StopContainerRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Vmtools_Guest_Empty` messages.
+        func stopContainer(
+            request: GRPCCore.StreamingServerRequest<Vmtools_Guest_StopContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_Empty>
+
+        /// Handle the "ListContainers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The containers maitred runs.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Vmtools_Guest_Empty` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Vmtools_Guest_ContainerList` messages.
+        func listContainers(
+            request: GRPCCore.StreamingServerRequest<Vmtools_Guest_Empty>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_ContainerList>
     }
 
     /// Service protocol for the "vmtools.guest.Maitred" service.
@@ -421,6 +519,62 @@ extension Vmtools_Guest_Maitred {
             request: GRPCCore.ServerRequest<Vmtools_Guest_Empty>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_Empty>
+
+        /// Handle the "StartContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+        /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+        /// > its first process.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_StartContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Vmtools_Guest_StartContainerResponse` message.
+        func startContainer(
+            request: GRPCCore.ServerRequest<Vmtools_Guest_StartContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_StartContainerResponse>
+
+        /// Handle the "StopContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_StopContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Vmtools_Guest_Empty` message.
+        func stopContainer(
+            request: GRPCCore.ServerRequest<Vmtools_Guest_StopContainerRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_Empty>
+
+        /// Handle the "ListContainers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The containers maitred runs.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_Empty` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Vmtools_Guest_ContainerList` message.
+        func listContainers(
+            request: GRPCCore.ServerRequest<Vmtools_Guest_Empty>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_ContainerList>
     }
 
     /// Simple service protocol for the "vmtools.guest.Maitred" service.
@@ -560,6 +714,62 @@ extension Vmtools_Guest_Maitred {
             request: Vmtools_Guest_Empty,
             context: GRPCCore.ServerContext
         ) async throws -> Vmtools_Guest_Empty
+
+        /// Handle the "StartContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+        /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+        /// > its first process.
+        ///
+        /// - Parameters:
+        ///   - request: A `Vmtools_Guest_StartContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Vmtools_Guest_StartContainerResponse` to respond with.
+        func startContainer(
+            request: Vmtools_Guest_StartContainerRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Vmtools_Guest_StartContainerResponse
+
+        /// Handle the "StopContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+        ///
+        /// - Parameters:
+        ///   - request: A `Vmtools_Guest_StopContainerRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Vmtools_Guest_Empty` to respond with.
+        func stopContainer(
+            request: Vmtools_Guest_StopContainerRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Vmtools_Guest_Empty
+
+        /// Handle the "ListContainers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The containers maitred runs.
+        ///
+        /// - Parameters:
+        ///   - request: A `Vmtools_Guest_Empty` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Vmtools_Guest_ContainerList` to respond with.
+        func listContainers(
+            request: Vmtools_Guest_Empty,
+            context: GRPCCore.ServerContext
+        ) async throws -> Vmtools_Guest_ContainerList
     }
 }
 
@@ -644,6 +854,39 @@ extension Vmtools_Guest_Maitred.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Vmtools_Guest_Maitred.Method.StartContainer.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_StartContainerRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_StartContainerResponse>(),
+            handler: { request, context in
+                try await self.startContainer(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Vmtools_Guest_Maitred.Method.StopContainer.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_StopContainerRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_Empty>(),
+            handler: { request, context in
+                try await self.stopContainer(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Vmtools_Guest_Maitred.Method.ListContainers.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_Empty>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_ContainerList>(),
+            handler: { request, context in
+                try await self.listContainers(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -721,6 +964,39 @@ extension Vmtools_Guest_Maitred.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_Empty> {
         let response = try await self.shutdown(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func startContainer(
+        request: GRPCCore.StreamingServerRequest<Vmtools_Guest_StartContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_StartContainerResponse> {
+        let response = try await self.startContainer(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func stopContainer(
+        request: GRPCCore.StreamingServerRequest<Vmtools_Guest_StopContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_Empty> {
+        let response = try await self.stopContainer(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listContainers(
+        request: GRPCCore.StreamingServerRequest<Vmtools_Guest_Empty>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Vmtools_Guest_ContainerList> {
+        let response = try await self.listContainers(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -815,6 +1091,45 @@ extension Vmtools_Guest_Maitred.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_Empty> {
         return GRPCCore.ServerResponse<Vmtools_Guest_Empty>(
             message: try await self.shutdown(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func startContainer(
+        request: GRPCCore.ServerRequest<Vmtools_Guest_StartContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_StartContainerResponse> {
+        return GRPCCore.ServerResponse<Vmtools_Guest_StartContainerResponse>(
+            message: try await self.startContainer(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func stopContainer(
+        request: GRPCCore.ServerRequest<Vmtools_Guest_StopContainerRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_Empty> {
+        return GRPCCore.ServerResponse<Vmtools_Guest_Empty>(
+            message: try await self.stopContainer(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listContainers(
+        request: GRPCCore.ServerRequest<Vmtools_Guest_Empty>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Vmtools_Guest_ContainerList> {
+        return GRPCCore.ServerResponse<Vmtools_Guest_ContainerList>(
+            message: try await self.listContainers(
                 request: request.message,
                 context: context
             ),
@@ -997,6 +1312,77 @@ extension Vmtools_Guest_Maitred {
             deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_Empty>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_Empty>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "StartContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+        /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+        /// > its first process.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_StartContainerRequest` message.
+        ///   - serializer: A serializer for `Vmtools_Guest_StartContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Vmtools_Guest_StartContainerResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func startContainer<Result>(
+            request: GRPCCore.ClientRequest<Vmtools_Guest_StartContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vmtools_Guest_StartContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_StartContainerResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_StartContainerResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "StopContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_StopContainerRequest` message.
+        ///   - serializer: A serializer for `Vmtools_Guest_StopContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Vmtools_Guest_Empty` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func stopContainer<Result>(
+            request: GRPCCore.ClientRequest<Vmtools_Guest_StopContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vmtools_Guest_StopContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_Empty>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_Empty>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListContainers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The containers maitred runs.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_Empty` message.
+        ///   - serializer: A serializer for `Vmtools_Guest_Empty` messages.
+        ///   - deserializer: A deserializer for `Vmtools_Guest_ContainerList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listContainers<Result>(
+            request: GRPCCore.ClientRequest<Vmtools_Guest_Empty>,
+            serializer: some GRPCCore.MessageSerializer<Vmtools_Guest_Empty>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_ContainerList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_ContainerList>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1259,6 +1645,110 @@ extension Vmtools_Guest_Maitred {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "StartContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+        /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+        /// > its first process.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_StartContainerRequest` message.
+        ///   - serializer: A serializer for `Vmtools_Guest_StartContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Vmtools_Guest_StartContainerResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func startContainer<Result>(
+            request: GRPCCore.ClientRequest<Vmtools_Guest_StartContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vmtools_Guest_StartContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_StartContainerResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_StartContainerResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Vmtools_Guest_Maitred.Method.StartContainer.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "StopContainer" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_StopContainerRequest` message.
+        ///   - serializer: A serializer for `Vmtools_Guest_StopContainerRequest` messages.
+        ///   - deserializer: A deserializer for `Vmtools_Guest_Empty` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func stopContainer<Result>(
+            request: GRPCCore.ClientRequest<Vmtools_Guest_StopContainerRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vmtools_Guest_StopContainerRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_Empty>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_Empty>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Vmtools_Guest_Maitred.Method.StopContainer.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListContainers" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The containers maitred runs.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmtools_Guest_Empty` message.
+        ///   - serializer: A serializer for `Vmtools_Guest_Empty` messages.
+        ///   - deserializer: A deserializer for `Vmtools_Guest_ContainerList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listContainers<Result>(
+            request: GRPCCore.ClientRequest<Vmtools_Guest_Empty>,
+            serializer: some GRPCCore.MessageSerializer<Vmtools_Guest_Empty>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmtools_Guest_ContainerList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_ContainerList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Vmtools_Guest_Maitred.Method.ListContainers.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1463,6 +1953,95 @@ extension Vmtools_Guest_Maitred.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_Empty>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_Empty>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StartContainer" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+    /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+    /// > its first process.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Vmtools_Guest_StartContainerRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func startContainer<Result>(
+        request: GRPCCore.ClientRequest<Vmtools_Guest_StartContainerRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_StartContainerResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.startContainer(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_StartContainerRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_StartContainerResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StopContainer" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Vmtools_Guest_StopContainerRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func stopContainer<Result>(
+        request: GRPCCore.ClientRequest<Vmtools_Guest_StopContainerRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_Empty>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.stopContainer(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_StopContainerRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_Empty>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListContainers" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The containers maitred runs.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Vmtools_Guest_Empty` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listContainers<Result>(
+        request: GRPCCore.ClientRequest<Vmtools_Guest_Empty>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_ContainerList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listContainers(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmtools_Guest_Empty>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmtools_Guest_ContainerList>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1697,6 +2276,107 @@ extension Vmtools_Guest_Maitred.ClientProtocol {
             metadata: metadata
         )
         return try await self.shutdown(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StartContainer" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Starts a container: a root folder in the guest, new mount, PID, UTS, IPC and cgroup
+    /// > namespaces, its own hostname and cgroup, the token at /dev/.container_token, and garcon as
+    /// > its first process.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func startContainer<Result>(
+        _ message: Vmtools_Guest_StartContainerRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_StartContainerResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Vmtools_Guest_StartContainerRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.startContainer(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StopContainer" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stops a container (SIGTERM to its first process, SIGKILL after a grace period).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func stopContainer<Result>(
+        _ message: Vmtools_Guest_StopContainerRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_Empty>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Vmtools_Guest_StopContainerRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.stopContainer(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListContainers" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The containers maitred runs.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listContainers<Result>(
+        _ message: Vmtools_Guest_Empty,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmtools_Guest_ContainerList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Vmtools_Guest_Empty>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listContainers(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -29,6 +29,46 @@ short cgs_spawn_setsid_flag(void);
 /// posix_spawn_file_actions_addchdir_np: the child starts in `path`. Returns 0, or an errno.
 int cgs_spawn_add_chdir(posix_spawn_file_actions_t *actions, const char *path);
 
+/// A container's first process: where its root is, what it runs, and what it gets.
+struct cgs_container {
+    /// The container's root folder (absolute), its hostname and its token's text.
+    const char *rootfs;
+    const char *hostname;
+    const char *token;
+    /// The program: an executable's descriptor (run with execveat, so the root need not hold
+    /// it), or -1 for argv[0] as a path inside the container.
+    int program_fd;
+    char *const *argv;
+    char *const *envp;
+    /// A cgroup2 folder's descriptor to start in, or -1.
+    int cgroup_fd;
+    /// What becomes its standard input, output and error.
+    int stdio_fd;
+};
+
+/// The steps of building a container, for errors.
+enum {
+    CGS_STEP_SETUP = 1,
+    CGS_STEP_ROOT,
+    CGS_STEP_PROC,
+    CGS_STEP_SYS,
+    CGS_STEP_DEV,
+    CGS_STEP_TOKEN,
+    CGS_STEP_RUN,
+    CGS_STEP_HOSTNAME,
+    CGS_STEP_PIVOT,
+    CGS_STEP_STDIO,
+    CGS_STEP_EXEC,
+};
+
+/// Starts a container's first process in new mount, PID, UTS, IPC and cgroup namespaces: its
+/// root bind-mounted and pivoted to, fresh proc, read-only sys, a /dev of null, zero, full,
+/// random, urandom, tty, pts and shm, the token at /dev/.container_token (0600), a tmpfs /run.
+/// Returns 0 once the program runs (*pid set); 1 when the child started but a step failed
+/// (*pid, *step and *error set; the child has exited and must be reaped); -errno when no child
+/// started.
+int cgs_start_container(const struct cgs_container *container, int *pid, int *step, int *error);
+
 /// reboot(RB_POWER_OFF). Returns only on failure, with -errno.
 int cgs_power_off(void);
 

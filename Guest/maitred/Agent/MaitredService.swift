@@ -15,10 +15,16 @@ public struct MaitredService: Vmtools_Guest_Maitred.SimpleServiceProtocol {
     let shutdownAction: ShutdownAction
     /// Root of the files maitred writes (resolv.conf under `<root>/etc`): "/" in a guest.
     let root: String
+    let containers: ContainerManager
 
-    public init(reaper: ProcessReaper, shutdownAction: ShutdownAction, root: String = "/") {
+    /// - Parameter containers: where containers run; by default garcon from /usr/bin and
+    ///   cgroups under /sys/fs/cgroup/containers.
+    public init(
+        reaper: ProcessReaper, shutdownAction: ShutdownAction, root: String = "/", containers: ContainerManager? = nil
+    ) {
         self.reaper = reaper
         self.shutdownAction = shutdownAction
         self.root = root
+        self.containers = containers ?? ContainerManager(reaper: reaper)
     }
 }

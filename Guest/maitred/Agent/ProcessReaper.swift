@@ -42,8 +42,14 @@ public final class ProcessReaper: Sendable {
 
     /// Starts a child so that its status cannot be reaped before it is known as launched.
     func spawn(_ request: SpawnRequest) throws(RPCError) -> pid_t {
+        try launch { () throws(RPCError) -> pid_t in try ProcessSpawner.spawn(request) }
+    }
+
+    /// Runs `start`, which starts one child and returns its PID, so that the child's status
+    /// cannot be reaped before it is known as launched.
+    func launch(_ start: () throws(RPCError) -> pid_t) throws(RPCError) -> pid_t {
         let pid = try state.withLock { state throws(RPCError) in
-            let pid = try ProcessSpawner.spawn(request)
+            let pid = try start()
             state.launched.insert(pid)
             return pid
         }
