@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "seneschal", targets: ["seneschal"]),
         .executable(name: "seneschal-server", targets: ["seneschal-server"]),
         .executable(name: "mojo-proxy", targets: ["mojo-proxy"]),
+        .executable(name: "garcon", targets: ["garcon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -66,11 +67,16 @@ let package = Package(
             ],
             path: "Core/Protocol", exclude: ["protos"]),
         .target(name: "CGuestSystem", path: "Guest/CGuestSystem"),
+        // Where guest agents listen and call: vsock or Unix socket addresses and their transports.
+        .target(
+            name: "GuestTransport",
+            dependencies: [.product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport")],
+            path: "Guest/Transport"),
         // maitred's services and the init duties of PID 1, as a library the tests drive directly.
         .target(
             name: "GuestAgent",
             dependencies: [
-                "GuestProtocol", "CGuestSystem", "CLinux", "EventLoop",
+                "GuestProtocol", "GuestTransport", "CGuestSystem", "CLinux", "EventLoop",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -78,9 +84,20 @@ let package = Package(
             ],
             path: "Guest/maitred/Agent"),
         .executableTarget(
-            name: "maitred", dependencies: ["GuestAgent", "CGuestSystem"], path: "Guest/maitred/main"),
+            name: "maitred", dependencies: ["GuestAgent", "GuestTransport", "CGuestSystem"], path: "Guest/maitred/main"),
         // garcon's view of the container's applications: desktop entries, Exec lines, icons.
         .target(name: "DesktopEntries", path: "Guest/garcon/DesktopEntries"),
+        // garcon, the agent in a guest's container: its services, and the executable.
+        .target(
+            name: "GarconAgent",
+            dependencies: [
+                "DesktopEntries", "GuestProtocol", "GuestTransport", "CGuestSystem", "EventLoop",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Guest/garcon/Agent"),
+        .executableTarget(
+            name: "garcon", dependencies: ["GarconAgent", "DesktopEntries", "GuestTransport"], path: "Guest/garcon/main"),
         // What the host uses to reach a guest: maitred and shell clients, the startup listener,
         // and the bridge over vmm's `CONNECT <port>` vsock socket.
         .target(
@@ -222,7 +239,7 @@ let package = Package(
         .testTarget(
             name: "GuestAgentTests",
             dependencies: [
-                "GuestAgent", "GuestClient", "GuestProtocol", "EventLoop",
+                "GuestAgent", "GuestClient", "GuestProtocol", "GuestTransport", "EventLoop",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
@@ -247,6 +264,14 @@ let package = Package(
         .testTarget(name: "ProcessesTests", dependencies: ["Processes"], path: "Tests/ProcessesTests"),
         .testTarget(
             name: "DesktopEntriesTests", dependencies: ["DesktopEntries"], path: "Tests/DesktopEntriesTests"),
+        .testTarget(
+            name: "GarconTests",
+            dependencies: [
+                "GarconAgent", "DesktopEntries", "GuestProtocol", "GuestTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Tests/GarconTests"),
         .testTarget(
             name: "SeneschalTests",
             dependencies: ["SeneschalService", "DBus", "DBusTestSupport", "CLinux", "TestSupport"],

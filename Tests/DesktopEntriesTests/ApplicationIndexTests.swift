@@ -67,12 +67,15 @@ struct ApplicationIndexTests {
         let broken = try tree.write("share/applications/broken.desktop", "[Desktop Entry]\nthis is not a key\n")
         let binary = try tree.write("share/applications/binary.desktop", [0xFF, 0xFE, 0x00, 0x41])
         try tree.write("share/applications/link.desktop", "[Desktop Entry]\nType=Link\nName=L\nURL=https://x\n")
+        let badExec = try tree.write(
+            "share/applications/bad-exec.desktop", "[Desktop Entry]\nType=Application\nName=B\nExec=x \"open\n")
         let scan = ApplicationIndex(dataDirectories: ["\(tree.root)/share"]).scan()
         #expect(scan.sorted.map(\.id) == ["good.desktop"])
         let reported = Dictionary(uniqueKeysWithValues: scan.problems.map { ($0.path, $0.why) })
         #expect(reported[broken] == "line 2: expected Key=Value")
         #expect(reported[binary] == "is not UTF-8")
-        #expect(reported.count == 2)
+        #expect(reported[badExec] == "its Exec line is malformed: a quote is not closed")
+        #expect(reported.count == 3)
     }
 
     @Test("the XDG search path: XDG_DATA_HOME or ~/.local/share, then XDG_DATA_DIRS or the default")

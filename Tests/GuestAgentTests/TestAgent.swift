@@ -1,6 +1,7 @@
 import Foundation
 import GuestAgent
 import GuestClient
+import GuestTransport
 
 #if canImport(Glibc)
     import Glibc

@@ -55,6 +55,8 @@ public struct ApplicationIndex: Sendable {
                 }
                 do {
                     let entry = try DesktopEntry(parsing: text, id: id, path: path)
+                    // An Exec line that cannot be split would only fail at launch: left out now.
+                    if let exec = entry.exec, !entry.isHidden { _ = try DesktopEntry.splitExec(exec) }
                     if !entry.isHidden { result.applications[id] = entry }
                 } catch .notAnApplication {
                     continue  // links and folders are not applications, and are no problem

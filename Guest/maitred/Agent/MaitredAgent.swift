@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
+import GuestTransport
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
+import GuestTransport
 
 /// Tells the host's startup listener (vsock CID 2, port 7777) that maitred is serving, so the
 /// host waits for a call instead of polling.
@@ -12,7 +13,7 @@ enum StartupNotifier {
         request.startupMillis = startupMillis
         for attempt in 1...attempts {
             do {
-                try await withGRPCClient(transport: try transport(for: address)) { client in
+                try await withGRPCClient(transport: try address.clientTransport()) { client in
                     _ = try await Vmtools_Guest_StartupListener.Client(wrapping: client).vmReady(request)
                 }
                 KernelLog.info("told the host (\(address)) the VM is ready after \(startupMillis) ms")
@@ -24,17 +25,6 @@ enum StartupNotifier {
                     try? await Task.sleep(for: .milliseconds(min(100 * attempt, 1000)))
                 }
             }
-        }
-    }
-
-    static func transport(for address: AgentAddress) throws -> HTTP2ClientTransport.Posix {
-        switch address {
-        case .vsock(let cid, let port):
-            try .http2NIOPosix(
-                target: .vsock(contextID: .init(rawValue: cid), port: .init(rawValue: port)),
-                transportSecurity: .plaintext)
-        case .unix(let path):
-            try .http2NIOPosix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         }
     }
 }

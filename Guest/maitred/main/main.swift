@@ -4,6 +4,7 @@
 //   maitred --listen unix:/a.sock --shell-listen unix:/b.sock [--ready unix:/c.sock]
 //                                 by hand or in tests: serve on Unix sockets, no init duties
 import GuestAgent
+import GuestTransport
 
 #if canImport(Glibc)
     import Glibc

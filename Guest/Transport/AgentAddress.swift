@@ -1,7 +1,8 @@
 import GRPCNIOTransportCore
+import GRPCNIOTransportHTTP2Posix
 
-/// Where maitred listens or calls: a vsock port (in a guest) or a Unix socket (tests, or maitred
-/// run by hand). Written `vsock:PORT`, `vsock:CID:PORT` or `unix:PATH`.
+/// Where a guest agent (maitred, garcon) listens or calls: a vsock port (in a guest) or a Unix
+/// socket (tests, or an agent run by hand). Written `vsock:PORT`, `vsock:CID:PORT` or `unix:PATH`.
 public enum AgentAddress: Sendable, Equatable, CustomStringConvertible {
     case vsock(cid: UInt32, port: UInt32)
     case unix(String)
@@ -37,10 +38,24 @@ public enum AgentAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The address to bind a server to.
-    var listenAddress: SocketAddress {
+    public var listenAddress: SocketAddress {
         switch self {
         case .vsock(let cid, let port): .vsock(contextID: .init(rawValue: cid), port: .init(rawValue: port))
         case .unix(let path): .unixDomainSocket(path: path)
+        }
+    }
+}
+
+extension AgentAddress {
+    /// A plaintext HTTP/2 client transport to this address (vsock or Unix).
+    public func clientTransport() throws -> HTTP2ClientTransport.Posix {
+        switch self {
+        case .vsock(let cid, let port):
+            try .http2NIOPosix(
+                target: .vsock(contextID: .init(rawValue: cid), port: .init(rawValue: port)),
+                transportSecurity: .plaintext)
+        case .unix(let path):
+            try .http2NIOPosix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext)
         }
     }
 }
