@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "GarconAgent",
             dependencies: [
-                "DesktopEntries", "GuestProtocol", "GuestTransport", "CGuestSystem", "EventLoop",
+                "DesktopEntries", "GuestProtocol", "GuestTransport", "CGuestSystem", "CLinux", "EventLoop",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],

@@ -1,4 +1,5 @@
 import CGuestSystem
+import CLinux
 import EventLoop
 import GRPCCore
 import Synchronization
@@ -42,14 +43,8 @@ public struct ApplicationLauncher: Sendable {
                     code: .internalError, message: "working folder \(workingDirectory): \(Self.reason(result))")
             }
         }
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(
-            &attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK) | cgs_spawn_setsid_flag())
+        // garcon's signal mask and handlers are not the application's business; a session of its own.
+        clinux_spawnattr_reset_signals(&attributes, cgs_spawn_setsid_flag())
         let cArgv = argv.map { strdup($0) } + [nil]
         let cEnvironment = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
