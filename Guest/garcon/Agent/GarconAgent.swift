@@ -1,5 +1,5 @@
 import DesktopEntries
-import Dispatch
+import EventLoop
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
@@ -20,7 +20,7 @@ public struct GarconAgent: Sendable {
         public var host: AgentAddress? = .vsock(cid: 2, port: 8889)
         public var tokenPath = "/dev/.container_token"
         public var dataDirectories = ApplicationIndex.dataDirectories(environment: [:])
-        /// Say ContainerShutdown and stop on SIGTERM (the process's signal disposition changes).
+        /// Say ContainerShutdown and stop on SIGTERM (``blockTerminationSignal()`` must have run).
         public var stopsOnSIGTERM = true
         public init() {}
     }
@@ -69,23 +69,19 @@ public struct GarconAgent: Sendable {
                 try await host.ready(port: port)
                 updates.hostIsReady()
             }
-            let terminate = options.stopsOnSIGTERM ? DispatchSource.makeSignalSource(signal: SIGTERM) : nil
-            if let terminate {
-                signal(SIGTERM, SIG_IGN)
-                terminate.setEventHandler {
+            if options.stopsOnSIGTERM {
+                try Self.onTermination {
                     Task {
                         await host?.shutdown()
                         server.beginGracefulShutdown()
                     }
                 }
-                terminate.resume()
             }
             try await withTaskCancellationHandler {
                 try await group.waitForAll()
             } onCancel: {
                 server.beginGracefulShutdown()
             }
-            terminate?.cancel()
         }
     }
 }
@@ -133,10 +129,42 @@ final class ApplicationUpdates: Sendable {
     }
 }
 
+extension GarconAgent {
+    /// Blocks SIGTERM in this thread and every thread started after it: call it first thing in
+    /// `main`. A PID namespace's first process gets only the signals it handles, and a blocked
+    /// signal is never dropped: ``run()`` takes it with sigwait.
+    public static func blockTerminationSignal() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// Calls `handler` once SIGTERM arrives (it must be blocked: ``blockTerminationSignal()``).
+    static func onTermination(_ handler: @escaping @Sendable () -> Void) throws {
+        try HostThread.detached(name: "sigterm") {
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, SIGTERM)
+            var signal: Int32 = 0
+            while sigwait(&set, &signal) != 0 {}
+            GarconLog.info("SIGTERM: saying goodbye to the host and stopping")
+            handler()
+        }
+    }
+}
+
 /// garcon's calls to the host's ContainerListener, each with the container's token.
 struct HostCalls: Sendable {
     let address: AgentAddress
     let token: String
+
+    /// A host that does not answer must not hold garcon up (on SIGTERM, say).
+    static var callOptions: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = .seconds(10)
+        return options
+    }
 
     /// ContainerReady, retried for up to a minute: the host may start listening a moment later.
     func ready(port: UInt32) async throws {
@@ -146,7 +174,7 @@ struct HostCalls: Sendable {
         let ready = request
         for attempt in 1...60 {
             do {
-                try await call { try await $0.containerReady(ready) }
+                try await call { try await $0.containerReady(ready, options: Self.callOptions) }
                 GarconLog.info("told the host (\(address)) the container is ready")
                 return
             } catch {
@@ -161,7 +189,7 @@ struct HostCalls: Sendable {
         request.token = token
         request.applications = list.applications
         let update = request
-        do { try await call { try await $0.updateApplicationList(update) } } catch {
+        do { try await call { try await $0.updateApplicationList(update, options: Self.callOptions) } } catch {
             GarconLog.info("UpdateApplicationList to \(address): \(error)")
         }
     }
@@ -170,7 +198,7 @@ struct HostCalls: Sendable {
         var request = Vmtools_Container_ContainerShutdownRequest()
         request.token = token
         let shutdown = request
-        try? await call { try await $0.containerShutdown(shutdown) }
+        try? await call { try await $0.containerShutdown(shutdown, options: Self.callOptions) }
     }
 
     func openURL(_ url: String) async throws {
@@ -178,7 +206,7 @@ struct HostCalls: Sendable {
         request.token = token
         request.url = url
         let open = request
-        try await call { try await $0.openUrl(open) }
+        try await call { try await $0.openUrl(open, options: Self.callOptions) }
     }
 
     private func call(

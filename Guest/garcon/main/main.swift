@@ -11,6 +11,8 @@ import GuestTransport
     import Glibc
 #endif
 
+// Before any thread exists, so that every thread inherits it.
+GarconAgent.blockTerminationSignal()
 var options = GarconAgent.Options()
 var arguments = CommandLine.arguments.dropFirst()
 func usage(_ message: String) -> Never {
