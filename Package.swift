@@ -267,7 +267,7 @@ let package = Package(
         .testTarget(
             name: "GarconTests",
             dependencies: [
-                "GarconAgent", "DesktopEntries", "GuestProtocol", "GuestTransport",
+                "GarconAgent", "DesktopEntries", "GuestProtocol", "GuestTransport", "TestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],

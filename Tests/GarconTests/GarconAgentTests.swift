@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
 import GuestTransport
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import GarconAgent
@@ -17,6 +18,7 @@ struct GarconAgentTests {
     final class RecordingListener: Vmtools_Container_ContainerListener.SimpleServiceProtocol {
         let ready = Mutex<[Vmtools_Container_ContainerReadyRequest]>([])
         let updates = Mutex<[Vmtools_Container_UpdateApplicationListRequest]>([])
+        let shutdowns = Mutex<[String]>([])
 
         func containerReady(request: Vmtools_Container_ContainerReadyRequest, context: ServerContext) async throws
             -> Vmtools_Container_Empty
@@ -27,7 +29,10 @@ struct GarconAgentTests {
 
         func containerShutdown(request: Vmtools_Container_ContainerShutdownRequest, context: ServerContext)
             async throws -> Vmtools_Container_Empty
-        { Vmtools_Container_Empty() }
+        {
+            shutdowns.withLock { $0.append(request.token) }
+            return Vmtools_Container_Empty()
+        }
 
         func updateApplicationList(request: Vmtools_Container_UpdateApplicationListRequest, context: ServerContext)
             async throws -> Vmtools_Container_Empty
@@ -97,6 +102,42 @@ struct GarconAgentTests {
                 #expect(list.applications.contains { $0.desktopFileID == "new.desktop" })
             }
             group.cancelAll()
+            host.beginGracefulShutdown()
+        }
+    }
+
+    @Test("the garcon executable: ready with its token, its initial list, and on SIGTERM goodbye and exit 0")
+    func executable() async throws {
+        let installed = try GarconServiceTests.Installed()
+        try "process-token-42".write(toFile: "\(installed.root)/token", atomically: true, encoding: .utf8)
+        let listener = RecordingListener()
+        let hostSocket = "\(installed.root)/host.sock"
+        let host = GRPCServer(
+            transport: .http2NIOPosix(address: .unixDomainSocket(path: hostSocket), transportSecurity: .plaintext),
+            services: [listener])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await host.serve() }
+            _ = try await host.transport.listeningAddress
+            let garcon = Process()
+            garcon.executableURL = URL(fileURLWithPath: builtProduct("garcon"))
+            garcon.arguments = [
+                "--listen", "unix:\(installed.root)/garcon.sock", "--host", "unix:\(hostSocket)",
+                "--token-file", "\(installed.root)/token",
+            ]
+            garcon.environment = [
+                "XDG_DATA_DIRS": installed.share, "XDG_DATA_HOME": "/nonexistent", "PATH": "/usr/bin:/bin",
+            ]
+            try garcon.run()
+            #expect(await Self.eventually { !listener.updates.withLock { $0.isEmpty } }, "no initial list")
+            #expect(listener.ready.withLock { $0.map(\.token) } == ["process-token-42"])
+            #expect(
+                listener.updates.withLock { $0.first?.applications.map(\.desktopFileID) }
+                    == ["one-at-a-time.desktop", "org.example.Touch.desktop"])
+            garcon.terminate()
+            #expect(await Self.eventually { !garcon.isRunning }, "garcon did not end on SIGTERM")
+            #expect(garcon.terminationReason == .exit && garcon.terminationStatus == 0)
+            #expect(listener.shutdowns.withLock { $0 } == ["process-token-42"])
+            if garcon.isRunning { kill(garcon.processIdentifier, SIGKILL) }
             host.beginGracefulShutdown()
         }
     }
