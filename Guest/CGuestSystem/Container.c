@@ -97,9 +97,18 @@ static void child(const struct cgs_container *c, int pipe_fd) {
     if (populate(c, &step)) fail(pipe_fd, step);
     step = CGS_STEP_HOSTNAME;
     if (sethostname(c->hostname, strlen(c->hostname))) fail(pipe_fd, step);
-    // pivot_root(".", "."): the old root ends up under the new one, and is then detached.
+    // pivot_root(".", "."): the old root ends up under the new one, and is then detached. The
+    // initramfs (rootfs) cannot be pivoted away from (EINVAL): then the new root is moved over
+    // "/" and chrooted into, as runc does without pivot_root.
     step = CGS_STEP_PIVOT;
-    if (syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/")) fail(pipe_fd, step);
+    int pivoted = c->move_root ? -1 : (int)syscall(SYS_pivot_root, ".", ".");
+    if (pivoted == 0) {
+        if (umount2(".", MNT_DETACH) || chdir("/")) fail(pipe_fd, step);
+    } else if (c->move_root || errno == EINVAL) {
+        if (mount(".", "/", NULL, MS_MOVE, NULL) || chroot(".") || chdir("/")) fail(pipe_fd, step);
+    } else {
+        fail(pipe_fd, step);
+    }
     step = CGS_STEP_STDIO;
     if (dup2(c->stdio_fd, 0) < 0 || dup2(c->stdio_fd, 1) < 0 || dup2(c->stdio_fd, 2) < 0) fail(pipe_fd, step);
     step = CGS_STEP_EXEC;

@@ -27,8 +27,9 @@ struct ContainerTests {
         }
     }
 
-    static func manager() throws -> ContainerManager {
+    static func manager(movesRoot: Bool = false) throws -> ContainerManager {
         var configuration = ContainerManager.Configuration()
+        configuration.movesRoot = movesRoot
         configuration.cgroupRoot = "/nonexistent/containers"
         configuration.consolePath = "/dev/null"
         return ContainerManager(reaper: try ProcessReaper(scope: .ownChildren), configuration: configuration)
@@ -48,10 +49,12 @@ struct ContainerTests {
         return condition()
     }
 
-    @Test("a container is PID 1 of its own namespace, with its hostname, token, /dev, /proc and root")
-    func startsIsolated() async throws {
+    @Test(
+        "a container is PID 1 of its own namespace, with its hostname, token, /dev, /proc and root (pivot_root, or a moved root as from an initramfs)",
+        arguments: [false, true])
+    func startsIsolated(movesRoot: Bool) async throws {
         let root = try RootFolder()
-        let manager = try Self.manager()
+        let manager = try Self.manager(movesRoot: movesRoot)
         #expect(FileManager.default.createFile(atPath: "\(root.path)/marker", contents: Data()))
         let script = """
             echo "$$ $(busybox hostname) $(busybox cat /dev/.container_token)" >/out.tmp

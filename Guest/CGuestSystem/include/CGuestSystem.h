@@ -44,6 +44,9 @@ struct cgs_container {
     int cgroup_fd;
     /// What becomes its standard input, output and error.
     int stdio_fd;
+    /// Move the root over "/" and chroot instead of pivot_root (what happens anyway when the
+    /// guest runs from its initramfs, which pivot_root refuses); for tests of that path.
+    int move_root;
 };
 
 /// The steps of building a container, for errors.

@@ -18,6 +18,8 @@ public final class ContainerManager: Sendable {
         public var cgroupRoot = "/sys/fs/cgroup/containers"
         /// The containers' standard input, output and error (/dev/null when it cannot be opened).
         public var consolePath = "/dev/console"
+        /// Always move the root and chroot, never pivot_root (tests of the initramfs path).
+        public var movesRoot = false
         public init() {}
     }
 
@@ -104,7 +106,7 @@ public final class ContainerManager: Sendable {
         let spec = Spec(
             rootfs: request.rootfs, hostname: hostname, token: request.token, programFD: programFD, argv: argv,
             environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }, cgroupFD: cgroupFD,
-            stdio: stdio)
+            stdio: stdio, movesRoot: configuration.movesRoot)
         var outcome = Outcome()
         do {
             // Registered with the reaper before its status can be collected.
@@ -191,6 +193,7 @@ extension ContainerManager {
         var environment: [String]
         var cgroupFD: Int32
         var stdio: Int32
+        var movesRoot: Bool
 
         func start() -> Outcome {
             let cArgv = argv.map { strdup($0) } + [nil]
@@ -208,7 +211,7 @@ extension ContainerManager {
                                 var container = cgs_container(
                                     rootfs: rootfs, hostname: hostname, token: token, program_fd: programFD,
                                     argv: argv.baseAddress, envp: environment.baseAddress, cgroup_fd: cgroupFD,
-                                    stdio_fd: stdio)
+                                    stdio_fd: stdio, move_root: movesRoot ? 1 : 0)
                                 outcome.result = cgs_start_container(
                                     &container, &outcome.pid, &outcome.step, &outcome.error)
                             }
