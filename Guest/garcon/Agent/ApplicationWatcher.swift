@@ -1,3 +1,4 @@
+import DesktopEntries
 import EventLoop
 
 #if canImport(Glibc)
@@ -47,32 +48,15 @@ public final class ApplicationWatcher: Sendable {
             _ = inotify_add_watch(inotify, directory, UInt32(IN_CREATE | IN_MOVED_TO))
             var folders = ["\(directory)/applications"]
             var depth = 0
-            while !folders.isEmpty, depth < 8 {
+            while !folders.isEmpty, depth <= ApplicationIndex.maxDepth {
                 var next: [String] = []
                 for folder in folders where inotify_add_watch(inotify, folder, changes) >= 0 {
-                    next += Self.subfolders(of: folder)
+                    next += FileSystem.list(folder).filter(\.isDirectory).map { "\(folder)/\($0.name)" }
                 }
                 folders = next
                 depth += 1
             }
         }
-    }
-
-    static func subfolders(of folder: String) -> [String] {
-        guard let handle = opendir(folder) else { return [] }
-        defer { closedir(handle) }
-        var found: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard name != ".", name != ".." else { continue }
-            var info = stat()
-            if stat("\(folder)/\(name)", &info) == 0 && info.st_mode & S_IFMT == S_IFDIR {
-                found.append("\(folder)/\(name)")
-            }
-        }
-        return found
     }
 }
 

@@ -66,12 +66,11 @@ struct PackageQuery: Sendable {
             throw RPCError(code: .internalError, message: "pipe: \(ApplicationLauncher.reason(-made))")
         }
         defer { close(fds[0]) }
-        let pid: pid_t
-        do { pid = try launcher.launch(argv, stdout: fds[1]) } catch {
+        // Not waited for: its output ends when it does, and the ChildReaper collects it.
+        do { _ = try launcher.launch(argv, stdout: fds[1]) } catch {
             close(fds[1])
             throw error
         }
-        _ = pid
         close(fds[1])
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)

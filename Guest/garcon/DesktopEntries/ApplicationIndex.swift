@@ -7,7 +7,7 @@ public struct ApplicationIndex: Sendable {
     public let dataDirectories: [String]
 
     /// Subfolders deeper than this are not searched (a symlink loop ends here).
-    static let maxDepth = 8
+    package static let maxDepth = 8
 
     public init(dataDirectories: [String]) {
         self.dataDirectories = dataDirectories

@@ -2,12 +2,12 @@
     import Glibc
 #endif
 
-/// The few file-system reads the desktop-entry code needs, on Glibc directly: garcon runs in
-/// the guest's container and stays small (no Foundation).
-enum FileSystem {
+/// The few file-system reads the desktop-entry code (and garcon's watcher) needs, on Glibc
+/// directly: garcon runs in the guest's container and stays small (no Foundation).
+package enum FileSystem {
     /// Names in `directory` (not `.` and `..`), with whether each is a folder (symlinks followed);
     /// empty when it cannot be read.
-    static func list(_ directory: String) -> [(name: String, isDirectory: Bool)] {
+    package static func list(_ directory: String) -> [(name: String, isDirectory: Bool)] {
         guard let handle = opendir(directory) else { return [] }
         defer { closedir(handle) }
         var entries: [(String, Bool)] = []
