@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "seneschal-server", targets: ["seneschal-server"]),
         .executable(name: "mojo-proxy", targets: ["mojo-proxy"]),
         .executable(name: "garcon", targets: ["garcon"]),
+        .executable(name: "cicerone", targets: ["cicerone"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -97,7 +98,8 @@ let package = Package(
             ],
             path: "Guest/garcon/Agent"),
         .executableTarget(
-            name: "garcon", dependencies: ["GarconAgent", "DesktopEntries", "GuestTransport"], path: "Guest/garcon/main"),
+            name: "garcon", dependencies: ["GarconAgent", "DesktopEntries", "GuestTransport"], path: "Guest/garcon/main"
+        ),
         // What the host uses to reach a guest: maitred and shell clients, the startup listener,
         // and the bridge over vmm's `CONNECT <port>` vsock socket.
         .target(
@@ -190,6 +192,24 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Daemons/seneschal/main"),
+        // cicerone's logic as a library the tests drive: container definitions, the per-VM
+        // ContainerListener with its token checks, calls to maitred and garcon, its D-Bus interface.
+        .target(
+            name: "CiceroneService",
+            dependencies: [
+                "DBus", "GuestClient", "GuestProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Daemons/cicerone/Service"),
+        .executableTarget(
+            name: "cicerone",
+            dependencies: [
+                "CiceroneService", "DBus", "Journal", "Processes",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Daemons/cicerone/main"),
         // One sandboxed 9P server per StartServer (ChromeOS's 9s).
         .executableTarget(
             name: "seneschal-server",
@@ -272,6 +292,14 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],
             path: "Tests/GarconTests"),
+        .testTarget(
+            name: "CiceroneTests",
+            dependencies: [
+                "CiceroneService", "DBus", "DBusTestSupport", "GuestProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ],
+            path: "Tests/CiceroneTests"),
         .testTarget(
             name: "SeneschalTests",
             dependencies: ["SeneschalService", "DBus", "DBusTestSupport", "CLinux", "TestSupport"],

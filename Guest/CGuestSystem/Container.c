@@ -91,9 +91,15 @@ static void child(const struct cgs_container *c, int pipe_fd) {
         fail(pipe_fd, step);
     // Nothing mounted here may reach the guest's own tree.
     step = CGS_STEP_ROOT;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) || mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) ||
-        chdir(c->rootfs))
-        fail(pipe_fd, step);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) fail(pipe_fd, step);
+    const char *root = c->rootfs;
+    if (c->overlay_target) {
+        step = CGS_STEP_OVERLAY;
+        if (mount("overlay", c->overlay_target, "overlay", 0, c->overlay_options)) fail(pipe_fd, step);
+        root = c->overlay_target;
+        step = CGS_STEP_ROOT;
+    }
+    if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) || chdir(root)) fail(pipe_fd, step);
     if (populate(c, &step)) fail(pipe_fd, step);
     step = CGS_STEP_HOSTNAME;
     if (sethostname(c->hostname, strlen(c->hostname))) fail(pipe_fd, step);

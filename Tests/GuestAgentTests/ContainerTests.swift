@@ -86,6 +86,31 @@ struct ContainerTests {
         #expect(kill(container.pid, 0) != 0, "its first process is gone")
     }
 
+    @Test(
+        "with changes_dir the root is an overlay: changes land in the changes folder, the image stays as it was, and the next start sees them"
+    )
+    func overlayRoot() async throws {
+        let image = try RootFolder()
+        let changes = try RootFolder()
+        #expect(FileManager.default.createFile(atPath: "\(image.path)/marker", contents: Data("image\n".utf8)))
+        let manager = try Self.manager()
+        var request = Self.request(
+            image, "echo changed >/marker; echo new >/new; busybox mv /new /done; exec busybox sleep 60")
+        request.changesDirectory = "\(changes.path)/c1"
+        _ = try manager.start(request)
+        #expect(await Self.eventually { changes.read("c1/upper/done") != nil }, "the change is in upper/")
+        #expect(image.read("marker") == "image\n", "the image is untouched")
+        #expect(image.read("done") == nil)
+        #expect(changes.read("c1/root/marker") == nil, "the overlay is mounted in the container only")
+        try await manager.stop("c1", grace: .milliseconds(300))
+
+        request.command = ["/bin/busybox", "sh", "-c", "busybox cat /marker /done >/seen; exec busybox sleep 60"]
+        _ = try manager.start(request)
+        #expect(await Self.eventually { changes.read("c1/upper/seen") != nil })
+        #expect(changes.read("c1/upper/seen") == "changed\nnew\n")
+        try await manager.stop("c1", grace: .milliseconds(300))
+    }
+
     @Test("a first process that ignores SIGTERM is killed after the grace period")
     func stopKills() async throws {
         let root = try RootFolder()
@@ -149,6 +174,12 @@ struct ContainerTests {
         var request = Self.request(root, "")
         request.command = ["sh"]
         #expect(throws: RPCError.self) { try manager.start(request) }
+        for changes in ["relative", "/", "/tmp/a,b", "/tmp/a:b"] {
+            var overlay = ContainerManager.Request(name: "ok", rootfs: "/", token: "t")
+            overlay.changesDirectory = changes
+            let error = #expect(throws: RPCError.self) { try manager.start(overlay) }
+            #expect(error?.message.contains("changes_dir '\(changes)' must be") == true, "\(error?.message ?? "")")
+        }
         let error = await #expect(throws: RPCError.self) { try await manager.stop("nope") }
         #expect(error?.code == .notFound)
     }

@@ -237,6 +237,12 @@ public nonisolated struct Vmtools_Guest_StartContainerRequest: Sendable {
 
   public var env: Dictionary<String,String> = [:]
 
+  /// When set, the root is an overlay: `rootfs` (which may then be "/", the guest's own system)
+  /// read-only beneath, and the container's changes kept in this folder (its upper/, work/ and
+  /// root/ are made there). The overlay is mounted in the container's mount namespace only, so
+  /// it goes with the container, and its changes stay for the next start.
+  public var changesDir: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -692,7 +698,7 @@ nonisolated extension Vmtools_Guest_KernelVersion: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Vmtools_Guest_StartContainerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StartContainerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}rootfs\0\u{1}token\0\u{1}hostname\0\u{1}command\0\u{3}garcon_arguments\0\u{1}env\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}rootfs\0\u{1}token\0\u{1}hostname\0\u{1}command\0\u{3}garcon_arguments\0\u{1}env\0\u{3}changes_dir\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -707,6 +713,7 @@ nonisolated extension Vmtools_Guest_StartContainerRequest: SwiftProtobuf.Message
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.command) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.garconArguments) }()
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.env) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.changesDir) }()
       default: break
       }
     }
@@ -734,6 +741,9 @@ nonisolated extension Vmtools_Guest_StartContainerRequest: SwiftProtobuf.Message
     if !self.env.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.env, fieldNumber: 7)
     }
+    if !self.changesDir.isEmpty {
+      try visitor.visitSingularStringField(value: self.changesDir, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -745,6 +755,7 @@ nonisolated extension Vmtools_Guest_StartContainerRequest: SwiftProtobuf.Message
     if lhs.command != rhs.command {return false}
     if lhs.garconArguments != rhs.garconArguments {return false}
     if lhs.env != rhs.env {return false}
+    if lhs.changesDir != rhs.changesDir {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -49,12 +49,18 @@ struct Concierge: AsyncParsableCommand {
 
         let connection = try await DBusConnection.open(bus == "system" ? .system : .address(bus))
         let signals = ConciergeSignals(connection: connection) { log.error("\($0)") }
+        let cicerone = CiceroneNotifier(connection: connection) { log.warning("\($0)") }
         let manager = try VMManager(
-            config: config, log: { log.info("\($0)") }, events: { signals.emit($0) },
+            config: config, log: { log.info("\($0)") },
+            events: { event in
+                signals.emit(event)
+                cicerone.notify(event)
+            },
             shareServers: SeneschalShareServers(connection: connection),
             mojoProxies: SystemdMojoProxies(connection: connection))
         let adopted = await manager.resume()
         signals.adopt(adopted)
+        for info in await manager.list() { cicerone.notify(.started(info)) }
         let policy = CallerPolicy()
         _ = try await connection.export(
             ConciergeInterface.make(

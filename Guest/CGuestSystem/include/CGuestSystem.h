@@ -47,6 +47,10 @@ struct cgs_container {
     /// Move the root over "/" and chroot instead of pivot_root (what happens anyway when the
     /// guest runs from its initramfs, which pivot_root refuses); for tests of that path.
     int move_root;
+    /// When set, an overlay is mounted at `overlay_target` with these options (lowerdir=rootfs,
+    /// upperdir, workdir) in the container's mount namespace only, and becomes its root.
+    const char *overlay_target;
+    const char *overlay_options;
 };
 
 /// The steps of building a container, for errors.
@@ -62,6 +66,7 @@ enum {
     CGS_STEP_PIVOT,
     CGS_STEP_STDIO,
     CGS_STEP_EXEC,
+    CGS_STEP_OVERLAY,
 };
 
 /// Starts a container's first process in new mount, PID, UTS, IPC and cgroup namespaces: its

@@ -55,6 +55,8 @@ public final class ContainerManager: Sendable {
         public var command: [String] = []
         public var garconArguments: [String] = []
         public var environment: [String: String] = [:]
+        /// Copy-on-write: `rootfs` read-only beneath an overlay whose changes live here.
+        public var changesDirectory = ""
 
         public init(name: String, rootfs: String, token: String) {
             self.name = name
@@ -103,10 +105,20 @@ public final class ContainerManager: Sendable {
 
         let environment = ProcessSpawner.defaultEnvironment.merging(["container": "vmtools"]) { $1 }
             .merging(request.environment) { $1 }
-        let spec = Spec(
+        var spec = Spec(
             rootfs: request.rootfs, hostname: hostname, token: request.token, programFD: programFD, argv: argv,
             environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }, cgroupFD: cgroupFD,
             stdio: stdio, movesRoot: configuration.movesRoot)
+        if !request.changesDirectory.isEmpty {
+            let changes = request.changesDirectory
+            for folder in [changes, "\(changes)/upper", "\(changes)/work", "\(changes)/root"] {
+                guard mkdir(folder, 0o755) == 0 || errno == EEXIST else {
+                    throw AgentError.system("container \(request.name)'s changes folder \(folder)", errno: errno)
+                }
+            }
+            spec.overlayTarget = "\(changes)/root"
+            spec.overlayOptions = "lowerdir=\(request.rootfs),upperdir=\(changes)/upper,workdir=\(changes)/work"
+        }
         var outcome = Outcome()
         do {
             // Registered with the reaper before its status can be collected.
@@ -194,6 +206,8 @@ extension ContainerManager {
         var cgroupFD: Int32
         var stdio: Int32
         var movesRoot: Bool
+        var overlayTarget: String?
+        var overlayOptions: String?
 
         func start() -> Outcome {
             let cArgv = argv.map { strdup($0) } + [nil]
@@ -208,10 +222,17 @@ extension ContainerManager {
                     token.withCString { token in
                         cArgv.withUnsafeBufferPointer { argv in
                             cEnvironment.withUnsafeBufferPointer { environment in
+                                let target = overlayTarget.map { strdup($0) } ?? nil
+                                let options = overlayOptions.map { strdup($0) } ?? nil
+                                defer {
+                                    free(target)
+                                    free(options)
+                                }
                                 var container = cgs_container(
                                     rootfs: rootfs, hostname: hostname, token: token, program_fd: programFD,
                                     argv: argv.baseAddress, envp: environment.baseAddress, cgroup_fd: cgroupFD,
-                                    stdio_fd: stdio, move_root: movesRoot ? 1 : 0)
+                                    stdio_fd: stdio, move_root: movesRoot ? 1 : 0, overlay_target: target,
+                                    overlay_options: options)
                                 outcome.result = cgs_start_container(
                                     &container, &outcome.pid, &outcome.step, &outcome.error)
                             }
@@ -236,6 +257,7 @@ extension ContainerManager {
         case Int(CGS_STEP_PIVOT): "pivot_root into its root folder"
         case Int(CGS_STEP_STDIO): "its standard descriptors"
         case Int(CGS_STEP_EXEC): "running its first program"
+        case Int(CGS_STEP_OVERLAY): "mounting its overlay"
         default: "step \(step)"
         }
     }
@@ -257,8 +279,20 @@ extension ContainerManager {
         guard request.hostname.isEmpty || isValidName(request.hostname) else {
             throw AgentError.invalid("hostname '\(request.hostname)': use 1 to 63 of a-z, 0-9 and '-'")
         }
-        guard request.rootfs.hasPrefix("/"), request.rootfs != "/" else {
+        let overlay = !request.changesDirectory.isEmpty
+        guard request.rootfs.hasPrefix("/"), overlay || request.rootfs != "/" else {
             throw AgentError.invalid("rootfs '\(request.rootfs)' must be an absolute folder other than /")
+        }
+        if overlay {
+            // The overlay's option string separates with ',' and ':' and escapes with '\'.
+            let changes = request.changesDirectory
+            guard changes.hasPrefix("/"), changes != "/",
+                !(changes + request.rootfs).contains(where: { ",:\\".contains($0) })
+            else {
+                throw AgentError.invalid(
+                    "changes_dir '\(changes)' must be an absolute folder other than /, and neither it nor rootfs may hold ',', ':' or '\\'"
+                )
+            }
         }
         var info = stat()
         guard stat(request.rootfs, &info) == 0 else {

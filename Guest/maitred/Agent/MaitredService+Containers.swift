@@ -10,6 +10,7 @@ extension MaitredService {
         start.command = request.command
         start.garconArguments = request.garconArguments
         start.environment = request.env
+        start.changesDirectory = request.changesDir
         let container = try containers.start(start)
         KernelLog.info("container \(container.name) started: pid \(container.pid), root \(container.rootfs)")
         var response = Vmtools_Guest_StartContainerResponse()

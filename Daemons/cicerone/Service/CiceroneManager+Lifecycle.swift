@@ -1,0 +1,177 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import GuestClient
+import GuestProtocol
+
+// MARK: - Starting and stopping containers
+
+extension CiceroneManager {
+    /// StartContainer: a fresh token, maitred's StartContainer (the image beneath an overlay
+    /// of the container's changes, garcon as its first process on a port of its own), then
+    /// garcon's ContainerReady. Returns the container's first process's PID in the guest.
+    public func start(_ key: ContainerKey) async throws(CiceroneError) -> UInt32 {
+        guard let definition = definition(key) else {
+            throw .init(.notFound, "no \(key): CreateContainer makes one")
+        }
+        let vm = try await vm(key.vm)
+        guard running[key] == nil else { throw .init(.alreadyExists, "\(key) is already running") }
+        let token = ContainerToken.make()
+        let port = freeGarconPort(vm: key.vm)
+        // Known before maitred starts it: garcon may call before maitred has answered.
+        running[key] = Running(token: token, garconPort: port)
+        var request = Vmtools_Guest_StartContainerRequest()
+        request.name = key.name
+        request.rootfs = definition.image
+        request.changesDir = definition.changesDirectory
+        request.hostname = definition.hostname
+        request.token = token
+        request.garconArguments = ["--listen", "vsock:\(port)"]
+        let pid: UInt32
+        do throws(CiceroneError) {
+            pid = try await Self.maitred(vm, "starting \(key)") { try await $0.startContainer(request).pid }
+        } catch {
+            if running[key]?.token == token { running[key] = nil }
+            throw error
+        }
+        running[key]?.pid = pid
+        log("\(key): started (pid \(pid) in the guest), waiting for garcon on port \(port)")
+
+        let deadline = ContinuousClock.now + configuration.readyTimeout
+        while ContinuousClock.now < deadline {
+            guard let container = running[key], container.token == token else {
+                throw .failed("\(key) ended before garcon was ready (the VM's serial.log has its output)")
+            }
+            if container.ready { return pid }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        if running[key]?.token == token { running[key] = nil }
+        var stop = Vmtools_Guest_StopContainerRequest()
+        stop.name = key.name
+        stop.graceSeconds = 2
+        _ = try? await Self.maitred(vm, "stopping \(key)") { _ = try await $0.stopContainer(stop) }
+        throw .init(
+            .timedOut,
+            "garcon in \(key) did not report ready within \(configuration.readyTimeout) (the VM's serial.log has its output); the container was stopped"
+        )
+    }
+
+    /// StopContainer: maitred stops it (SIGTERM: garcon says ContainerShutdown; SIGKILL after
+    /// the grace period).
+    public func stop(_ key: ContainerKey, graceSeconds: UInt32 = 10) async throws(CiceroneError) {
+        guard definition(key) != nil else { throw .init(.notFound, "no \(key)") }
+        let vm = try await vm(key.vm)
+        guard running[key] != nil else { throw .init(.notFound, "\(key) is not running") }
+        running[key]?.stopRequested = true
+        var request = Vmtools_Guest_StopContainerRequest()
+        request.name = key.name
+        request.graceSeconds = graceSeconds
+        do throws(CiceroneError) {
+            try await Self.maitred(vm, "stopping \(key)") { _ = try await $0.stopContainer(request) }
+        } catch  where error.kind == .notFound {
+            // It had ended already.
+        }
+        if running.removeValue(forKey: key) != nil { events(.stopped(key, reason: "requested")) }
+        log("\(key): stopped")
+    }
+
+    /// The lowest port from ``Configuration/firstGarconPort`` no container of `vm` has.
+    func freeGarconPort(vm: String) -> UInt32 {
+        let taken = Set(running.filter { $0.key.vm == vm }.map(\.value.garconPort))
+        var port = configuration.firstGarconPort
+        while taken.contains(port) { port += 1 }
+        return port
+    }
+
+    /// Runs `body` with a client of `vm`'s maitred; a failure becomes an error naming `what`.
+    static func maitred<Result: Sendable>(
+        _ vm: GuestVM, _ what: String,
+        _ body: (Vmtools_Guest_Maitred.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws(CiceroneError) -> Result {
+        do {
+            return try await GuestEndpoint.socket(vm.maitredSocket).withClient { client in
+                try await body(Vmtools_Guest_Maitred.Client(wrapping: client))
+            }
+        } catch {
+            throw guestError(error, what, in: "VM \(vm.name)'s maitred")
+        }
+    }
+
+    /// A guest's gRPC error as cicerone's: its code's kind, its message after `what`.
+    static func guestError(_ error: any Error, _ what: String, in agent: String) -> CiceroneError {
+        guard let rpc = error as? RPCError else { return .failed("\(what): \(agent): \(error)") }
+        let kind: CiceroneError.Kind =
+            switch rpc.code {
+            case .notFound: .notFound
+            case .invalidArgument, .failedPrecondition: .invalidArgument
+            case .alreadyExists: .alreadyExists
+            case .deadlineExceeded: .timedOut
+            case .permissionDenied: .accessDenied
+            default: .failed
+            }
+        return .init(kind, "\(what): \(rpc.message)")
+    }
+}
+
+// MARK: - What garcon tells the host
+
+extension CiceroneManager {
+    /// The container of `vm` whose token this is. Anything else is refused and logged: a token
+    /// no container has, or one of a container in another VM (a guest must not speak for
+    /// another VM's containers). The caller hears the same refusal either way.
+    func authenticate(vm: String, token: String, _ call: String) throws(RPCError) -> ContainerKey {
+        if let key = running.first(where: { $0.key.vm == vm && ContainerToken.matches($0.value.token, token) })?.key {
+            return key
+        }
+        if let other = running.first(where: { ContainerToken.matches($0.value.token, token) })?.key {
+            log("refused \(call) from VM \(vm): it presented the token of \(other)")
+        } else {
+            log("refused \(call) from VM \(vm): a token no container has")
+        }
+        throw RPCError(code: .permissionDenied, message: "refused: no container of VM \(vm) has this token")
+    }
+
+    func containerReady(vm: String, token: String, garconPort: UInt32) throws(RPCError) {
+        let key = try authenticate(vm: vm, token: token, "ContainerReady")
+        guard var container = running[key] else { return }
+        let first = !container.ready
+        container.ready = true
+        container.garconPort = garconPort
+        running[key] = container
+        if first {
+            log(
+                "\(key): garcon ready on port \(garconPort), \(ContinuousClock.now - container.startedAt) after the start"
+            )
+            events(.started(key))
+        }
+    }
+
+    func containerShutdown(vm: String, token: String) throws(RPCError) {
+        let key = try authenticate(vm: vm, token: token, "ContainerShutdown")
+        guard let container = running.removeValue(forKey: key) else { return }
+        events(.stopped(key, reason: container.stopRequested ? "requested" : "container-shutdown"))
+    }
+
+    func applicationsChanged(vm: String, token: String, count: Int) throws(RPCError) {
+        let key = try authenticate(vm: vm, token: token, "UpdateApplicationList")
+        events(.applicationsChanged(key, count: count))
+    }
+
+    func openURL(vm: String, token: String, url: String) throws(RPCError) {
+        let key = try authenticate(vm: vm, token: token, "OpenUrl")
+        guard (1...4096).contains(url.utf8.count), url.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else {
+            throw RPCError(
+                code: .invalidArgument, message: "the URL must be 1 to 4096 bytes without control characters")
+        }
+        events(.openURL(key, url: url))
+    }
+}
+
+// MARK: - For tests
+
+extension CiceroneManager {
+    /// Records `key` as StartContainer does once maitred has started it, without a guest: for
+    /// tests of the listener's checks, which need a container waiting for its garcon.
+    func recordStarting(_ key: ContainerKey, token: String, garconPort: UInt32) {
+        running[key] = Running(token: token, garconPort: garconPort)
+    }
+}
