@@ -85,7 +85,8 @@ let package = Package(
             ],
             path: "Guest/maitred/Agent"),
         .executableTarget(
-            name: "maitred", dependencies: ["GuestAgent", "GuestTransport", "CGuestSystem"], path: "Guest/maitred/main"),
+            name: "maitred", dependencies: ["GuestAgent", "GarconAgent", "GuestTransport", "CGuestSystem"],
+            path: "Guest/maitred/main"),
         // garcon's view of the container's applications: desktop entries, Exec lines, icons.
         .target(name: "DesktopEntries", path: "Guest/garcon/DesktopEntries"),
         // garcon, the agent in a guest's container: its services, and the executable.
@@ -295,7 +296,7 @@ let package = Package(
         .testTarget(
             name: "CiceroneTests",
             dependencies: [
-                "CiceroneService", "DBus", "DBusTestSupport", "GuestProtocol",
+                "CiceroneService", "DBus", "DBusTestSupport", "GuestProtocol", "TestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ],

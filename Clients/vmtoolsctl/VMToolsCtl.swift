@@ -9,13 +9,14 @@ struct VMToolsCtl: AsyncParsableCommand {
         abstract: "Run and reach vmtools virtual machines.",
         discussion: """
             start, stop, list, info and disk talk to concierge (org.vmtools.Concierge) on the \
-            system bus: root and members of group vmtools may use them. shell and exec reach \
+            system bus, container and app to cicerone (org.vmtools.Cicerone): root and members \
+            of group vmtools may use them. shell and exec reach \
             maitred, the agent in every guest, in a VM concierge runs (by name) or through a VM's \
             vsock socket (vmm --vsock PATH). Completion scripts: --generate-completion-script bash.
             """,
         subcommands: [
             Start.self, Stop.self, List.self, Info.self, Shell.self, Exec.self, Share.self, Unshare.self, Shares.self,
-            Disk.self, Guest.self, Image.self,
+            Disk.self, Container.self, App.self, Guest.self, Image.self,
         ])
 }
 

@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import CiceroneService
@@ -244,5 +245,48 @@ extension CiceroneBusTests {
         // The VM's end stops its containers.
         #expect(try await call("NotifyVmStopped", "s", "vm2").status == 0)
         #expect(events.all.last == .stopped(b.key, reason: "vm-stopped"))
+    }
+}
+
+// MARK: - vmtoolsctl
+
+extension CiceroneBusTests {
+    /// The vmtoolsctl built beside the tests, on this bus (as the system bus): status and
+    /// stdout+stderr.
+    func vmtoolsctl(_ arguments: String...) throws -> (status: Int32, out: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: builtProduct("vmtoolsctl"))
+        process.arguments = arguments
+        process.environment = ["DBUS_SYSTEM_BUS_ADDRESS": bus.address, "PATH": "/usr/bin:/bin"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    @Test("vmtoolsctl container create/list/destroy, and its errors in one line")
+    func commandLine() async throws {
+        try await notifyStarted("vm1", cid: 7)
+        let created = try vmtoolsctl("container", "create", "vm1", "penguin", "--hostname", "pen")
+        #expect(created.status == 0, "\(created.out)")
+        let table = try vmtoolsctl("container", "list", "vm1")
+        #expect(
+            table.out.contains("penguin") && table.out.contains("stopped")
+                && table.out.contains("/var/lib/vmtools/containers/penguin"), "\(table.out)")
+        let json = try vmtoolsctl("container", "list", "vm1", "--json")
+        let containers = try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [[String: Any]]
+        #expect(containers?.first?["hostname"] as? String == "pen", "\(json.out)")
+        let again = try vmtoolsctl("container", "create", "vm1", "penguin")
+        #expect(again.status == 1 && again.out.contains("container penguin of VM vm1 exists (AlreadyExists)"))
+        let notRunning = try vmtoolsctl("app", "list", "vm1", "penguin")
+        #expect(notRunning.status == 1 && notRunning.out.contains("is not running (NotFound)"), "\(notRunning.out)")
+        let noCommand = try vmtoolsctl("app", "launch", "vm1", "penguin", "--")
+        #expect(noCommand.status != 0 && noCommand.out.contains("give a command after --"), "\(noCommand.out)")
+        #expect(try vmtoolsctl("container", "destroy", "vm1", "penguin").status == 0)
+        let empty = try vmtoolsctl("container", "list", "vm1")
+        #expect(empty.out.contains("no containers in VM vm1"), "\(empty.out)")
     }
 }

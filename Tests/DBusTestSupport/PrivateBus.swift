@@ -16,7 +16,9 @@ public final class PrivateBus: @unchecked Sendable {
     private let process: Process
     private let exited = Gate()
 
-    public init() async throws {
+    /// - Parameter policies: bus policy files to include (`dbus/system.d/*.conf`), read after
+    ///   the bus's own allow-all policy; dbus-daemon refuses to start on one it rejects.
+    public init(policies: [String] = []) async throws {
         var template = Array("/tmp/dbus-test.XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp failed") }
         directory = String(cString: made)
@@ -33,6 +35,7 @@ public final class PrivateBus: @unchecked Sendable {
                 <allow own="*"/>
                 <allow user="*"/>
               </policy>
+            \(policies.map { "  <include>\($0)</include>" }.joined(separator: "\n"))
             </busconfig>
             """
         try config.write(toFile: "\(directory)/bus.conf", atomically: true, encoding: .utf8)

@@ -86,3 +86,24 @@ import Testing
         logger.info("written to stderr")  // must not crash without a journal
     }
 }
+
+/// The policies the project installs for the system bus.
+@Suite("the bus policies in dbus/system.d")
+struct BusPolicyTests {
+    static var policies: [String] {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("dbus/system.d")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { $0.hasSuffix(".conf") }.sorted().map { folder.appendingPathComponent($0).path }
+    }
+
+    @Test(
+        "dbus-daemon accepts every policy file (one it rejects is dropped whole on a reload, and its service refused)")
+    func accepted() async throws {
+        #expect(Self.policies.count >= 3)
+        for policy in Self.policies {
+            let bus = try await PrivateBus(policies: [policy])
+            bus.terminate()
+        }
+    }
+}

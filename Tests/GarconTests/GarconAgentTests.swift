@@ -106,9 +106,15 @@ struct GarconAgentTests {
         }
     }
 
-    @Test("the garcon executable: ready with its token, its initial list, and on SIGTERM goodbye and exit 0")
-    func executable() async throws {
+    @Test(
+        "the garcon executable, and maitred started as garcon (the guest's way): ready with its token, its initial list, and on SIGTERM goodbye and exit 0",
+        arguments: ["garcon", "maitred"])
+    func executable(product: String) async throws {
         let installed = try GarconServiceTests.Installed()
+        // maitred runs as garcon when its argv[0] says garcon, as the image's /usr/bin/garcon link.
+        let program = "\(installed.root)/bin/garcon"
+        try FileManager.default.createDirectory(atPath: "\(installed.root)/bin", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: program, withDestinationPath: builtProduct(product))
         try "process-token-42".write(toFile: "\(installed.root)/token", atomically: true, encoding: .utf8)
         let listener = RecordingListener()
         let hostSocket = "\(installed.root)/host.sock"
@@ -119,7 +125,7 @@ struct GarconAgentTests {
             group.addTask { try await host.serve() }
             _ = try await host.transport.listeningAddress
             let garcon = Process()
-            garcon.executableURL = URL(fileURLWithPath: builtProduct("garcon"))
+            garcon.executableURL = URL(fileURLWithPath: program)
             garcon.arguments = [
                 "--listen", "unix:\(installed.root)/garcon.sock", "--host", "unix:\(hostSocket)",
                 "--token-file", "\(installed.root)/token",

@@ -178,7 +178,9 @@ struct HostCalls: Sendable {
                 GarconLog.info("told the host (\(address)) the container is ready")
                 return
             } catch {
-                if attempt == 60 { throw GarconError("ContainerReady to \(address): \(error)") }
+                // A host that refused the token will not change its mind; one not listening yet may.
+                let refused = (error as? RPCError)?.code == .permissionDenied
+                if refused || attempt == 60 { throw GarconError("ContainerReady to \(address): \(error)") }
                 try await Task.sleep(for: .seconds(1))
             }
         }

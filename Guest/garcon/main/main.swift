@@ -1,91 +1,11 @@
 // garcon: the agent in a vmtools container (maitred starts it as the container's first process).
+// The guest image runs maitred as garcon instead of this executable (see GarconCommand); this
+// one is for containers and tests without maitred.
 //
 //   garcon [--listen ADDRESS] [--host ADDRESS|none] [--token-file PATH]
-//                                 serve Garcon, tell the host (vsock:2:8889) the container is ready
-//   garcon open-url URL           ask the host to open URL (as xdg-open would)
+//   garcon open-url URL
 //
-// main stays synchronous until SIGTERM is blocked: an async main would run on a thread the
-// runtime started earlier, and SIGTERM could reach a thread that does not block it.
-import DesktopEntries
+// main stays synchronous: GarconCommand blocks SIGTERM before any thread exists.
 import GarconAgent
-import GuestTransport
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
-GarconAgent.blockTerminationSignal()
-
-func usage(_ message: String) -> Never {
-    GarconLog.error(
-        "\(message)\nusage: garcon [--listen ADDRESS] [--host ADDRESS|none] [--token-file PATH]\n"
-            + "       garcon open-url URL")
-    exit(64)
-}
-
-func environment() -> [String: String] {
-    var environment: [String: String] = [:]
-    var entry = environ
-    while let pointer = entry.pointee {
-        let text = String(cString: pointer)
-        if let equals = text.firstIndex(of: "=") {
-            environment[String(text[..<equals])] = String(text[text.index(after: equals)...])
-        }
-        entry += 1
-    }
-    return environment
-}
-
-func options(_ arguments: ArraySlice<String>) -> GarconAgent.Options {
-    var options = GarconAgent.Options()
-    var arguments = arguments
-    while let flag = arguments.popFirst() {
-        guard let value = arguments.popFirst() else { usage("\(flag) needs a value") }
-        switch flag {
-        case "--token-file": options.tokenPath = value
-        case "--host" where value == "none": options.host = nil
-        case "--listen", "--host":
-            guard let address = AgentAddress(value) else {
-                usage("\(value) is not vsock:PORT, vsock:CID:PORT or unix:PATH")
-            }
-            if flag == "--listen" { options.listen = address } else { options.host = address }
-        default: usage("unknown option \(flag)")
-        }
-    }
-    return options
-}
-
-let arguments = CommandLine.arguments.dropFirst()
-if arguments.first == "open-url" {
-    guard arguments.count == 2, let url = arguments.last, !url.isEmpty else { usage("open-url takes one URL") }
-    let defaults = GarconAgent.Options()
-    Task.detached {
-        do {
-            try await GarconAgent.openURL(
-                url, host: defaults.host ?? .vsock(cid: 2, port: 8889), tokenPath: defaults.tokenPath)
-            exit(0)
-        } catch {
-            GarconLog.error("\(error)")
-            exit(1)
-        }
-    }
-} else {
-    let environment = environment()
-    var options = options(arguments)
-    options.dataDirectories = ApplicationIndex.dataDirectories(environment: environment)
-    Task.detached { [options] in
-        do {
-            try ChildReaper.start()
-            try await GarconAgent(options: options, environment: environment).run()
-            GarconLog.info("stopped")
-            exit(0)
-        } catch {
-            GarconLog.error("\(error)")
-            exit(1)
-        }
-    }
-}
-// The work runs in the detached task (top-level code is the main actor's, whose queue nobody
-// drains here); this thread only waits, with SIGTERM still blocked (dispatchMain
-// would wait in sigsuspend with nothing blocked, and SIGTERM would kill garcon here).
-while true { pause() }
+GarconCommand.main(CommandLine.arguments.dropFirst())

@@ -12,8 +12,10 @@ import Synchronization
 /// needed; the network and vsock are the VM's.
 public final class ContainerManager: Sendable {
     public struct Configuration: Sendable {
-        /// garcon in the guest: passed into each container by descriptor.
-        public var garconPath = "/usr/bin/garcon"
+        /// garcon, passed into each container by descriptor and run as `garcon`: maitred's own
+        /// executable (it runs as garcon by that name), so the two always match, even when the
+        /// guest switched to a root disk and the initramfs holding maitred is gone.
+        public var garconPath = "/proc/self/exe"
         /// Each container gets `<cgroupRoot>/<name>` when cgroup2 is mounted at the root's parent.
         public var cgroupRoot = "/sys/fs/cgroup/containers"
         /// The containers' standard input, output and error (/dev/null when it cannot be opened).
@@ -111,7 +113,12 @@ public final class ContainerManager: Sendable {
             stdio: stdio, movesRoot: configuration.movesRoot)
         if !request.changesDirectory.isEmpty {
             let changes = request.changesDirectory
-            for folder in [changes, "\(changes)/upper", "\(changes)/work", "\(changes)/root"] {
+            var made = ""
+            let parents = changes.split(separator: "/").map { "/" + $0 }.map { part -> String in
+                made += part
+                return made
+            }
+            for folder in parents + ["\(changes)/upper", "\(changes)/work", "\(changes)/root"] {
                 guard mkdir(folder, 0o755) == 0 || errno == EEXIST else {
                     throw AgentError.system("container \(request.name)'s changes folder \(folder)", errno: errno)
                 }

@@ -3,12 +3,17 @@
 //   maitred                       as init: set the system up, serve on vsock, call VmReady
 //   maitred --listen unix:/a.sock --shell-listen unix:/b.sock [--ready unix:/c.sock]
 //                                 by hand or in tests: serve on Unix sockets, no init duties
+//   garcon ...                    started by that name (the image's /usr/bin/garcon): garcon
+import GarconAgent
 import GuestAgent
 import GuestTransport
 
 #if canImport(Glibc)
     import Glibc
 #endif
+
+// Started as garcon (/usr/bin/garcon links here): a container's agent, not init.
+if GarconCommand.isInvokedAs(CommandLine.arguments.first) { GarconCommand.main(CommandLine.arguments.dropFirst()) }
 
 let startedAt = ContinuousClock.now
 let asInit = getpid() == 1
