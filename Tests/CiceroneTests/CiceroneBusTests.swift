@@ -38,6 +38,7 @@ final class CiceroneBusTests {
         base = String(cString: made)
         var configuration = CiceroneManager.Configuration()
         configuration.stateFile = base + "/state/containers.json"
+        configuration.runningFile = base + "/run/running.json"
         let events = self.events
         manager = try CiceroneManager(
             configuration: configuration, directory: nil, events: { events.append($0) }, log: { _ in })
@@ -288,5 +289,46 @@ extension CiceroneBusTests {
         #expect(try vmtoolsctl("container", "destroy", "vm1", "penguin").status == 0)
         let empty = try vmtoolsctl("container", "list", "vm1")
         #expect(empty.out.contains("no containers in VM vm1"), "\(empty.out)")
+    }
+}
+
+// MARK: - Restart
+
+extension CiceroneBusTests {
+    /// concierge's answers to GetVmInfo, for a cicerone that starts while VMs run.
+    struct RunningVMs: VMDirectory {
+        let vms: [GuestVM]
+        func vm(named name: String) async -> GuestVM? { vms.first { $0.name == name } }
+    }
+
+    @Test("a restarted cicerone takes over the running containers: the VM's listener again, the same token")
+    func restart() async throws {
+        try await notifyStarted("vm1", cid: 7)
+        let a = await running("vm1", "penguin")
+        var ready = Vmtools_Container_ContainerReadyRequest()
+        ready.token = a.token
+        ready.garconPort = 8891
+        try await listener("vm1") { _ = try await $0.containerReady(ready) }
+        let vm = try #require(await manager.vms["vm1"]?.vm)
+        await manager.stopAll()
+
+        // The next cicerone; maitred cannot be asked here (no guest), so the records stand.
+        let log = EventLog()
+        let next = try CiceroneManager(
+            configuration: await manager.configuration, directory: RunningVMs(vms: [vm]),
+            events: { log.append($0) }, log: { _ in })
+        await next.resume()
+        #expect(await next.list(vm: "vm1").isEmpty, "not created in this test's state, only running")
+        #expect(await next.running[a.key]?.garconPort == 8891)
+        #expect(await next.running[a.key]?.ready == true)
+        var update = Vmtools_Container_UpdateApplicationListRequest()
+        update.token = a.token
+        try await listener("vm1") { _ = try await $0.updateApplicationList(update) }
+        #expect(log.all == [.applicationsChanged(a.key, count: 0)])
+        var info = stat()
+        #expect(
+            stat("\(base)/run/running.json", &info) == 0 && info.st_mode & 0o777 == 0o600, "the tokens are root's alone"
+        )
+        await next.stopAll()
     }
 }

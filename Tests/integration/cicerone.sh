@@ -74,6 +74,8 @@ check "vmtoolsctl container stop: ContainerStopped (requested), nothing of it le
   bash -c "vmtoolsctl container stop demo penguin && signal ContainerStopped requested && vmtoolsctl container list demo | grep -q '^penguin  *stopped ' && ! x -- pgrep -f 'sleep 300' && ! x -- grep -q ' /var/lib/vmtools/containers/penguin/root ' /proc/mounts"
 check "started again, it keeps its changes (the installed application is still there)" \
   bash -c "vmtoolsctl container start demo penguin && vmtoolsctl app list demo penguin | grep -q '^demo-sleeper.desktop '"
+check "systemctl restart vmtools-cicerone: the new cicerone takes over the running container (its applications, its token)" \
+  bash -c "t=\$(ci GetContainerToken ss demo penguin) && systemctl restart vmtools-cicerone && journalctl -u vmtools-cicerone --no-pager | grep -q 're-adopted container penguin of VM demo' && [ \"\$(ci GetContainerToken ss demo penguin)\" = \"\$t\" ] && vmtoolsctl app list demo penguin | grep -q '^demo-sleeper.desktop ' && vmtoolsctl app launch demo penguin -- /bin/sh -c 'mkdir -p /usr/share/applications && cp /usr/share/applications/demo-sleeper.desktop /usr/share/applications/demo-copy.desktop' && wait_for 20 signal ApplicationListChanged penguin && vmtoolsctl app list demo penguin | grep -q '^demo-copy.desktop '"
 # The guest's shutdown ends garcon (ContainerShutdown) or, should it not get to say so, the VM's
 # end does (vm-stopped): either way one ContainerStopped.
 stopped_before=$(grep -c 'Member=ContainerStopped' "$work/signals")

@@ -10,6 +10,9 @@ import GuestProtocol
 public actor CiceroneManager {
     public struct Configuration: Sendable {
         public var stateFile = "/var/lib/cicerone/containers.json"
+        /// The running containers with their tokens (0600), for the next cicerone after a
+        /// restart: under /run, so it goes with the host's reboot, as the VMs do.
+        public var runningFile = "/run/cicerone/running.json"
         /// How long StartContainer waits for garcon's ContainerReady.
         public var readyTimeout: Duration = .seconds(30)
         /// garcon's vsock port in a VM's first container; the next ones take the next free port.
@@ -18,7 +21,7 @@ public actor CiceroneManager {
     }
 
     /// A container that runs, or is starting.
-    struct Running {
+    struct Running: Codable {
         var token: String
         /// Its first process in the guest (0 until maitred answered).
         var pid: UInt32 = 0
@@ -29,6 +32,13 @@ public actor CiceroneManager {
         /// Set by StopContainer: the reason ContainerStopped gives.
         var stopRequested = false
         var startedAt = ContinuousClock.now
+
+        init(token: String, garconPort: UInt32) {
+            self.token = token
+            self.garconPort = garconPort
+        }
+
+        enum CodingKeys: String, CodingKey { case token, pid, garconPort, ready }
     }
 
     struct KnownVM {
@@ -42,7 +52,9 @@ public actor CiceroneManager {
     let log: @Sendable (String) -> Void
     var state: CiceroneState
     var vms: [String: KnownVM] = [:]
-    var running: [ContainerKey: Running] = [:]
+    var running: [ContainerKey: Running] = [:] {
+        didSet { persistRunning() }
+    }
 
     public init(
         configuration: Configuration = Configuration(), directory: (any VMDirectory)?,
@@ -84,9 +96,11 @@ public actor CiceroneManager {
         log("VM \(name) stopped: its containers with it")
     }
 
-    /// Stops every listener (cicerone is ending).
+    /// Closes every listener (cicerone is ending). The containers go on running in their VMs,
+    /// and stay recorded with their tokens: the next cicerone takes them over (``resume()``).
     public func stopAll() {
-        for name in vms.keys { vmStopped(name, reason: "service-shutdown") }
+        for known in vms.values { known.listener.stop() }
+        vms = [:]
     }
 
     /// The running VM `name`: one concierge told of, or one it says runs.

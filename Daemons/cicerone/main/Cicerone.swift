@@ -2,7 +2,7 @@
 // (org.vmtools.Cicerone). It listens for each VM's garcons on `<vsock socket>_8889`, starts
 // containers through maitred and reaches garcon through the VM's vsock socket.
 //
-//   cicerone [--bus system|ADDRESS] [--state-dir DIR]
+//   cicerone [--bus system|ADDRESS] [--state-dir DIR] [--runtime-dir DIR]
 //
 // Runs under systemd (vmtools-cicerone.service, D-Bus activated); logs to the journal.
 import ArgumentParser
@@ -28,6 +28,9 @@ struct Cicerone: AsyncParsableCommand {
     @Option(help: "Persistent state: the containers CreateContainer made.")
     var stateDir = "/var/lib/cicerone"
 
+    @Option(help: "Runtime state: the running containers and their tokens, for a restarted cicerone.")
+    var runtimeDir = "/run/cicerone"
+
     @Option(help: "Seconds StartContainer waits for garcon's ContainerReady.")
     var readyTimeout: Int = 30
 
@@ -41,10 +44,13 @@ struct Cicerone: AsyncParsableCommand {
         let signals = CiceroneSignals(connection: connection) { log.error("\($0)") }
         var config = CiceroneManager.Configuration()
         config.stateFile = "\(stateDir)/containers.json"
+        config.runningFile = "\(runtimeDir)/running.json"
         config.readyTimeout = .seconds(readyTimeout)
         let manager = try CiceroneManager(
             configuration: config, directory: ConciergeVMDirectory(connection: connection),
             events: { signals.emit($0) }, log: { log.info("\($0)") })
+        // The containers a cicerone before this one left running (after a restart or a crash).
+        await manager.resume()
         let policy = CallerPolicy(purpose: "manage containers")
         _ = try await connection.export(
             CiceroneInterface.make(manager: manager) { sender throws(DBusError) in try policy.authorize(sender) },
