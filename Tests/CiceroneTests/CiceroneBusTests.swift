@@ -332,3 +332,24 @@ extension CiceroneBusTests {
         await next.stopAll()
     }
 }
+
+extension CiceroneBusTests {
+    @Test(
+        "the same VM told of several times at once (concierge's notice and a client's lookup race) gets one working listener"
+    )
+    func concurrentNotices() async throws {
+        try FileManager.default.createDirectory(atPath: "\(base)/vm1", withIntermediateDirectories: true)
+        let vm = GuestVM(
+            name: "vm1", cid: 7, vsockSocket: "\(base)/vm1/vsock.sock", maitredSocket: "\(base)/vm1/maitred.sock")
+        let manager = self.manager
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 { group.addTask { try? await manager.vmStarted(vm) } }
+        }
+        let a = await running("vm1", "penguin")
+        var ready = Vmtools_Container_ContainerReadyRequest()
+        ready.token = a.token
+        ready.garconPort = 8890
+        try await listener("vm1") { _ = try await $0.containerReady(ready) }
+        #expect(events.all == [.started(a.key)])
+    }
+}

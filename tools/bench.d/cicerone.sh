@@ -11,7 +11,11 @@ systemd-sysusers /etc/sysusers.d/vmtools.conf && systemctl reload dbus
 vmtoolsctl start bench --mem 512 >/dev/null 2>&1 \
   || { echo "bench-cicerone: the VM did not start"; journalctl -u vmtools-concierge --no-pager | tail -n 5; exit 1; }
 vmtoolsctl container create bench penguin || exit 1
-vmtoolsctl container start bench penguin >/dev/null || exit 1
+diagnose() {
+  echo "--- cicerone's journal"; journalctl -u vmtools-cicerone --no-pager | tail -n 15
+  echo "--- the VM's console"; tr -d '\r' </run/vmtools/bench/serial.log | tail -n 25
+}
+vmtoolsctl container start bench penguin >/dev/null || { diagnose; exit 1; }
 vmtoolsctl app launch bench penguin -- /bin/sh -c "mkdir -p /usr/share/applications && printf '[Desktop Entry]\nType=Application\nName=True\nExec=/bin/true\n' >/usr/share/applications/bench-true.desktop" >/dev/null
 sleep 2
 vmtoolsctl container stop bench penguin || exit 1

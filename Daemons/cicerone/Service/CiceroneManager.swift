@@ -77,11 +77,14 @@ public actor CiceroneManager {
             vmStopped(vm.name, reason: "vm-restarted")
         }
         let listener = ContainerListener(vm: vm.name, path: vm.listenerSocket, manager: self, log: log)
+        // Known before the wait, so that a second notice of the VM meanwhile (concierge's,
+        // and a client's request that made cicerone ask concierge) finds it and opens no other.
+        vms[vm.name] = KnownVM(vm: vm, listener: listener)
         do { try await listener.ready() } catch {
+            if vms[vm.name]?.listener === listener { vms[vm.name] = nil }
             listener.stop()
             throw .failed("VM \(vm.name): listening at \(vm.listenerSocket): \(error)")
         }
-        vms[vm.name] = KnownVM(vm: vm, listener: listener)
         log("VM \(vm.name) (CID \(vm.cid)): listening for its containers at \(vm.listenerSocket)")
     }
 

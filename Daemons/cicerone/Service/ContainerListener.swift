@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import GuestProtocol
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -14,6 +15,8 @@ final class ContainerListener: Sendable {
     let path: String
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let serving: Task<Void, Never>
+    /// The socket file it bound (its inode), so that stopping removes only that.
+    private let boundInode = Mutex<ino_t?>(nil)
 
     /// Listens at `path` (a stale socket there is replaced) and serves until ``stop()``.
     init(vm: String, path: String, manager: CiceroneManager, log: @escaping @Sendable (String) -> Void) {
@@ -34,6 +37,8 @@ final class ContainerListener: Sendable {
     /// Waits until the socket accepts connections (or the server failed).
     func ready() async throws {
         _ = try await server.listeningAddress
+        var info = stat()
+        if stat(path, &info) == 0 { boundInode.withLock { $0 = info.st_ino } }
     }
 
     /// Stops serving: gracefully, so that no call in flight is cut (NIO traps on a server
@@ -45,7 +50,9 @@ final class ContainerListener: Sendable {
             try? await Task.sleep(for: .seconds(10))
             serving.cancel()
         }
-        unlink(path)
+        // Only its own socket: another listener may have bound the path since.
+        var info = stat()
+        if let inode = boundInode.withLock({ $0 }), stat(path, &info) == 0, info.st_ino == inode { unlink(path) }
     }
 }
 
