@@ -24,6 +24,8 @@ sleep 1
 # signal NAME ARG-PATTERN: whether the monitor saw signal NAME whose text matches the pattern.
 signal() { grep -A6 "Member=$1" "$work/signals" | grep -q -- "$2"; }
 export -f signal
+listed_stopped() { vmtoolsctl container list demo | grep -q '^penguin  *stopped '; }
+export -f listed_stopped
 # wait_for SECONDS COMMAND...: polls COMMAND every half second.
 wait_for() { local n=$(($1 * 2)); shift; until "$@"; do n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.5; done; }
 export -f wait_for
@@ -76,6 +78,8 @@ check "started again, it keeps its changes (the installed application is still t
   bash -c "vmtoolsctl container start demo penguin && vmtoolsctl app list demo penguin | grep -q '^demo-sleeper.desktop '"
 check "systemctl restart vmtools-cicerone: the new cicerone takes over the running container (its applications, its token)" \
   bash -c "t=\$(ci GetContainerToken ss demo penguin) && systemctl restart vmtools-cicerone && journalctl -u vmtools-cicerone --no-pager | grep -q 're-adopted container penguin of VM demo' && [ \"\$(ci GetContainerToken ss demo penguin)\" = \"\$t\" ] && vmtoolsctl app list demo penguin | grep -q '^demo-sleeper.desktop ' && vmtoolsctl app launch demo penguin -- /bin/sh -c 'mkdir -p /usr/share/applications && cp /usr/share/applications/demo-sleeper.desktop /usr/share/applications/demo-copy.desktop' && wait_for 20 signal ApplicationListChanged penguin && vmtoolsctl app list demo penguin | grep -q '^demo-copy.desktop '"
+check "a container whose garcon is killed (no goodbye) is found stopped by container list (ContainerStopped ended), and starts again" \
+  bash -c "p=\$(vmtoolsctl container list demo --json | grep -o '\"pid\" *: *[0-9]*' | grep -o '[0-9]*\$') && x -- kill -9 \$p && wait_for 20 listed_stopped && signal ContainerStopped ended && vmtoolsctl container start demo penguin"
 # The guest's shutdown ends garcon (ContainerShutdown) or, should it not get to say so, the VM's
 # end does (vm-stopped): either way one ContainerStopped.
 stopped_before=$(grep -c 'Member=ContainerStopped' "$work/signals")

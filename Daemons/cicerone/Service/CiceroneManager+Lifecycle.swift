@@ -14,6 +14,7 @@ extension CiceroneManager {
             throw .init(.notFound, "no \(key): CreateContainer makes one")
         }
         let vm = try await vm(key.vm)
+        if running[key] != nil { await reconcile(vm: key.vm) }
         guard running[key] == nil else { throw .init(.alreadyExists, "\(key) is already running") }
         let token = ContainerToken.make()
         let port = freeGarconPort(vm: key.vm)
@@ -72,6 +73,26 @@ extension CiceroneManager {
         }
         if running.removeValue(forKey: key) != nil { events(.stopped(key, reason: "requested")) }
         log("\(key): stopped")
+    }
+
+    /// Forgets the ready containers of `vm` that maitred no longer runs (garcon ended without
+    /// ContainerShutdown: killed, or crashed), saying ContainerStopped ("ended") for each. A
+    /// maitred that cannot be asked changes nothing.
+    func reconcile(vm name: String) async {
+        guard let vm = vms[name]?.vm, running.contains(where: { $0.key.vm == name && $0.value.ready }) else { return }
+        guard
+            let inGuest = try? await Self.maitred(
+                vm, "listing containers",
+                { client in
+                    try await client.listContainers(Vmtools_Guest_Empty()).containers
+                })
+        else { return }
+        for (key, container) in running where key.vm == name && container.ready {
+            guard !inGuest.contains(where: { $0.name == key.name && $0.pid == container.pid }) else { continue }
+            running[key] = nil
+            log("\(key) ended without garcon saying so")
+            events(.stopped(key, reason: "ended"))
+        }
     }
 
     /// The lowest port from ``Configuration/firstGarconPort`` no container of `vm` has.

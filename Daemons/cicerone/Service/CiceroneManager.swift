@@ -169,9 +169,11 @@ public actor CiceroneManager {
         public var garconPort: UInt32
     }
 
-    /// The containers of `vm` (which need not run), sorted by name.
-    public func list(vm: String) -> [Listing] {
-        state.containers.filter { $0.vm == vm }.sorted { $0.name < $1.name }.map { definition in
+    /// The containers of `vm` (which need not run), sorted by name; first, what maitred runs
+    /// is checked, so a container whose garcon died without a word is listed stopped.
+    public func list(vm: String) async -> [Listing] {
+        await reconcile(vm: vm)
+        return state.containers.filter { $0.vm == vm }.sorted { $0.name < $1.name }.map { definition in
             let key = ContainerKey(vm: vm, name: definition.name)
             guard let container = running[key] else {
                 return Listing(definition: definition, state: "stopped", pid: 0, garconPort: 0)
