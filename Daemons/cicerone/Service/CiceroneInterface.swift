@@ -161,29 +161,11 @@ public enum CiceroneInterface {
     }
 }
 
-/// Turns container events into the interface's signals, emitted in the order they happened.
-public final class CiceroneSignals: Sendable {
-    private let queue: AsyncStream<ContainerEvent>.Continuation
-
-    /// - Parameter failed: told when a signal could not be emitted.
-    public init(connection: DBusConnection, failed: @escaping @Sendable (String) -> Void) {
-        let (stream, continuation) = AsyncStream.makeStream(of: ContainerEvent.self)
-        queue = continuation
-        Task {
-            for await event in stream {
-                let signal = CiceroneInterface.signal(for: event)
-                do {
-                    try await connection.emitSignal(
-                        path: CiceroneInterface.path, interface: CiceroneInterface.name, member: signal.member,
-                        signal.arguments)
-                } catch {
-                    failed("emitting \(signal.member): \(error)")
-                }
-            }
-        }
+extension DBusSignalQueue<ContainerEvent> {
+    /// cicerone's signals, one per ``ContainerEvent``, in order.
+    public convenience init(cicerone connection: DBusConnection, failed: @escaping @Sendable (String) -> Void) {
+        self.init(
+            connection: connection, path: CiceroneInterface.path, interface: CiceroneInterface.name,
+            signal: { CiceroneInterface.signal(for: $0) }, failed: failed)
     }
-
-    deinit { queue.finish() }
-
-    public func emit(_ event: ContainerEvent) { queue.yield(event) }
 }

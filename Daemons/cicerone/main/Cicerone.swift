@@ -41,7 +41,7 @@ struct Cicerone: AsyncParsableCommand {
         let log = Logger(label: "cicerone")
 
         let connection = try await DBusConnection.open(bus == "system" ? .system : .address(bus))
-        let signals = CiceroneSignals(connection: connection) { log.error("\($0)") }
+        let signals = DBusSignalQueue<ContainerEvent>(cicerone: connection) { log.error("\($0)") }
         var config = CiceroneManager.Configuration()
         config.stateFile = "\(stateDir)/containers.json"
         config.runningFile = "\(runtimeDir)/running.json"

@@ -5,7 +5,7 @@ import Synchronization
 /// keeps the `RunningVms` property's value (a snapshot the bus thread can read without waiting
 /// for the VM manager), announcing each change with PropertiesChanged.
 public final class ConciergeSignals: Sendable {
-    private let queue: AsyncStream<VMEvent>.Continuation
+    private let queue: DBusSignalQueue<VMEvent>
     private let running: RunningSet
 
     /// - Parameters:
@@ -14,40 +14,29 @@ public final class ConciergeSignals: Sendable {
     public init(
         connection: DBusConnection, running: [String] = [], failed: @escaping @Sendable (String) -> Void
     ) {
-        let (stream, continuation) = AsyncStream.makeStream(of: VMEvent.self)
-        queue = continuation
         let names = RunningSet(running)
         self.running = names
-        Task {
-            for await event in stream {
-                let signal = ConciergeInterface.signal(for: event)
-                do {
-                    try await connection.emitSignal(
-                        path: ConciergeInterface.path, interface: ConciergeInterface.name, member: signal.member,
-                        signal.arguments)
-                } catch {
-                    failed("emitting \(signal.member): \(error)")
-                }
+        queue = DBusSignalQueue(
+            connection: connection, path: ConciergeInterface.path, interface: ConciergeInterface.name,
+            signal: { ConciergeInterface.signal(for: $0) },
+            after: { event in
                 let changed: Bool
                 switch event {
                 case .started(let info): changed = names.set.withLock { $0.insert(info.name).inserted }
                 case .stopped(let name, _): changed = names.set.withLock { $0.remove(name) != nil }
                 case .starting, .stopping: changed = false
                 }
-                guard changed else { continue }
+                guard changed else { return }
                 do {
                     try await connection.emitPropertiesChanged(
                         path: ConciergeInterface.path, interface: ConciergeInterface.name, ["RunningVms"])
                 } catch {
                     failed("emitting PropertiesChanged for RunningVms: \(error)")
                 }
-            }
-        }
+            }, failed: failed)
     }
 
-    deinit { queue.finish() }
-
-    public func emit(_ event: VMEvent) { queue.yield(event) }
+    public func emit(_ event: VMEvent) { queue.emit(event) }
 
     /// The names of the running VMs, sorted.
     public var runningVMs: [String] { running.set.withLock { $0.sorted() } }
