@@ -41,18 +41,23 @@ struct App: AsyncParsableCommand {
         @OptionGroup var names: Container.Names
         @Option(name: .customLong("file"), help: "A path in the container or a URL to open with it (repeatable).")
         var files: [String] = []
-        @Argument(parsing: .captureForPassthrough, help: "DESKTOP_FILE_ID, or -- COMMAND...")
-        var what: [String] = []
+        @Argument(help: "The application's desktop file ID (or none, and a command after --).")
+        var desktopFileID: String?
+        @Argument(parsing: .postTerminator, help: "A command to run instead, after --.")
+        var command: [String] = []
+
+        mutating func validate() throws {
+            guard (desktopFileID == nil) != command.isEmpty else {
+                throw ValidationError("give a desktop file ID, or -- and a command (not both)")
+            }
+        }
 
         mutating func run() async throws {
             var options: [String: DBusValue] = ["files": .array(files)]
-            if what.first == "--" {
-                guard what.count > 1 else { throw ValidationError("give a command after --") }
-                options["argv"] = .array(Array(what.dropFirst()))
-            } else if what.count == 1 {
-                options["desktop_file_id"] = .string(what[0])
+            if let desktopFileID {
+                options["desktop_file_id"] = .string(desktopFileID)
             } else {
-                throw ValidationError("give one desktop file ID, or -- and a command")
+                options["argv"] = .array(command)
             }
             let reply = try await bus.concierge().call(
                 "LaunchApplication", names.arguments + [.options(options)], service: Container.cicerone)

@@ -96,6 +96,9 @@ static void child(const struct cgs_container *c, int pipe_fd) {
     if (c->overlay_target) {
         step = CGS_STEP_OVERLAY;
         if (mount("overlay", c->overlay_target, "overlay", 0, c->overlay_options)) fail(pipe_fd, step);
+        if (c->overlay_hide && mount("tmpfs", c->overlay_hide, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                                     "size=4k,mode=0755"))
+            fail(pipe_fd, step);
         root = c->overlay_target;
         step = CGS_STEP_ROOT;
     }

@@ -126,7 +126,10 @@ final class CiceroneBusTests {
             (["CreateContainer", "ssa{sv}", "vm1", "x", "1", "colour", "s", "red"], "unknown option colour"),
             (["CreateContainer", "ssa{sv}", "nosuchvm", "x", "0"], "no VM named nosuchvm is running"),
             (["StartContainer", "ssa{sv}", "vm1", "nothere", "0"], "no container nothere of VM vm1"),
-            (["StopContainer", "ssa{sv}", "vm1", "penguin", "0"], "container penguin of VM vm1 is not running"),
+            (
+                ["StopContainer", "ssa{sv}", "vm1", "penguin", "0"],
+                "stopping container penguin of VM vm1: VM vm1's maitred"
+            ),
             (["GetContainerToken", "ss", "vm1", "penguin"], "is not running"),
             (["LaunchApplication", "ssa{sv}", "vm1", "penguin", "0"], "needs a desktop_file_id or an argv"),
             (["ListApplications", "ss", "vm1", "penguin"], "is not running"),
@@ -254,7 +257,9 @@ extension CiceroneBusTests {
 extension CiceroneBusTests {
     /// The vmtoolsctl built beside the tests, on this bus (as the system bus): status and
     /// stdout+stderr.
-    func vmtoolsctl(_ arguments: String...) throws -> (status: Int32, out: String) {
+    func vmtoolsctl(_ arguments: String...) throws -> (status: Int32, out: String) { try vmtoolsctl(arguments) }
+
+    func vmtoolsctl(_ arguments: [String]) throws -> (status: Int32, out: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: builtProduct("vmtoolsctl"))
         process.arguments = arguments
@@ -285,7 +290,19 @@ extension CiceroneBusTests {
         let notRunning = try vmtoolsctl("app", "list", "vm1", "penguin")
         #expect(notRunning.status == 1 && notRunning.out.contains("is not running (NotFound)"), "\(notRunning.out)")
         let noCommand = try vmtoolsctl("app", "launch", "vm1", "penguin", "--")
-        #expect(noCommand.status != 0 && noCommand.out.contains("give a command after --"), "\(noCommand.out)")
+        #expect(noCommand.status != 0 && noCommand.out.contains("give a desktop file ID, or --"), "\(noCommand.out)")
+        // Options after the names and the ID, and a command after --, reach cicerone.
+        for words in [
+            ["app", "launch", "vm1", "penguin", "a.desktop", "--file", "/etc/hosts"],
+            ["app", "launch", "vm1", "penguin", "--", "sh", "-c", "echo --file"],
+        ] {
+            let launched = try vmtoolsctl(words)
+            #expect(
+                launched.status == 1 && launched.out.contains("is not running (NotFound)"), "\(words): \(launched.out)")
+        }
+        let overlapping = try vmtoolsctl(
+            "container", "create", "vm1", "inner", "--changes-dir", "/var/lib/vmtools/containers/penguin/inner")
+        #expect(overlapping.out.contains("overlaps container penguin's"), "\(overlapping.out)")
         #expect(try vmtoolsctl("container", "destroy", "vm1", "penguin").status == 0)
         let empty = try vmtoolsctl("container", "list", "vm1")
         #expect(empty.out.contains("no containers in VM vm1"), "\(empty.out)")
@@ -298,7 +315,7 @@ extension CiceroneBusTests {
     /// concierge's answers to GetVmInfo, for a cicerone that starts while VMs run.
     struct RunningVMs: VMDirectory {
         let vms: [GuestVM]
-        func vm(named name: String) async -> GuestVM? { vms.first { $0.name == name } }
+        func vm(named name: String) async throws -> GuestVM? { vms.first { $0.name == name } }
     }
 
     @Test("a restarted cicerone takes over the running containers: the VM's listener again, the same token")
@@ -308,6 +325,11 @@ extension CiceroneBusTests {
         var ready = Vmtools_Container_ContainerReadyRequest()
         ready.token = a.token
         ready.garconPort = 8891
+        let otherPort = await #expect(throws: RPCError.self) {
+            try await self.listener("vm1") { _ = try await $0.containerReady(ready) }
+        }
+        #expect(otherPort?.code == .invalidArgument, "a port other than the one given is refused")
+        ready.garconPort = 8890
         try await listener("vm1") { _ = try await $0.containerReady(ready) }
         let vm = try #require(await manager.vms["vm1"]?.vm)
         await manager.stopAll()
@@ -319,7 +341,7 @@ extension CiceroneBusTests {
             events: { log.append($0) }, log: { _ in })
         await next.resume()
         #expect(await next.list(vm: "vm1").isEmpty, "not created in this test's state, only running")
-        #expect(await next.running[a.key]?.garconPort == 8891)
+        #expect(await next.running[a.key]?.garconPort == 8890)
         #expect(await next.running[a.key]?.ready == true)
         var update = Vmtools_Container_UpdateApplicationListRequest()
         update.token = a.token

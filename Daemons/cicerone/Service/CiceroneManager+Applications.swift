@@ -58,11 +58,7 @@ extension CiceroneManager {
         return (Array(icon.content), icon.format == Vmtools_Container_Icon.Format.svg ? "svg" : "png")
     }
 
-    static var callOptions: CallOptions {
-        var options = CallOptions.defaults
-        options.timeout = garconDeadline
-        return options
-    }
+    static var callOptions: CallOptions { deadline(garconDeadline) }
 
     /// Runs `body` with a client of the container's garcon (through the VM's vsock socket, on
     /// the port garcon reported). A container that is not ready is NotFound.

@@ -10,11 +10,11 @@ extension CiceroneManager {
     /// of the container's changes, garcon as its first process on a port of its own), then
     /// garcon's ContainerReady. Returns the container's first process's PID in the guest.
     public func start(_ key: ContainerKey) async throws(CiceroneError) -> UInt32 {
-        guard let definition = definition(key) else {
-            throw .init(.notFound, "no \(key): CreateContainer makes one")
-        }
+        guard definition(key) != nil else { throw .init(.notFound, "no \(key): CreateContainer makes one") }
         let vm = try await vm(key.vm)
         if running[key] != nil { await reconcile(vm: key.vm) }
+        // Read again after the waits: a DestroyContainer may have come meanwhile.
+        guard let definition = definition(key) else { throw .init(.notFound, "no \(key): CreateContainer makes one") }
         guard running[key] == nil else { throw .init(.alreadyExists, "\(key) is already running") }
         let token = ContainerToken.make()
         let port = freeGarconPort(vm: key.vm)
@@ -29,12 +29,18 @@ extension CiceroneManager {
         request.garconArguments = ["--listen", "vsock:\(port)"]
         let pid: UInt32
         do throws(CiceroneError) {
-            pid = try await Self.maitred(vm, "starting \(key)") { try await $0.startContainer(request).pid }
+            pid = try await Self.maitred(vm, "starting \(key)") {
+                try await $0.startContainer(request, options: Self.deadline(.seconds(30))).pid
+            }
         } catch {
             if running[key]?.token == token { running[key] = nil }
-            throw error
+            guard error.kind == .alreadyExists else { throw error }
+            throw .init(
+                .alreadyExists,
+                "\(key) runs in the guest, though cicerone lost track of it: stop it first (vmtoolsctl container stop \(key.vm) \(key.name))"
+            )
         }
-        running[key]?.pid = pid
+        if running[key]?.token == token { running[key]?.pid = pid }
         log("\(key): started (pid \(pid) in the guest), waiting for garcon on port \(port)")
 
         let deadline = ContinuousClock.now + configuration.readyTimeout
@@ -49,7 +55,9 @@ extension CiceroneManager {
         var stop = Vmtools_Guest_StopContainerRequest()
         stop.name = key.name
         stop.graceSeconds = 2
-        _ = try? await Self.maitred(vm, "stopping \(key)") { _ = try await $0.stopContainer(stop) }
+        _ = try? await Self.maitred(vm, "stopping \(key)") {
+            _ = try await $0.stopContainer(stop, options: Self.deadline(.seconds(20)))
+        }
         throw .init(
             .timedOut,
             "garcon in \(key) did not report ready within \(configuration.readyTimeout) (the VM's serial.log has its output); the container was stopped"
@@ -57,21 +65,29 @@ extension CiceroneManager {
     }
 
     /// StopContainer: maitred stops it (SIGTERM: garcon says ContainerShutdown; SIGKILL after
-    /// the grace period).
+    /// the grace period). maitred is asked even when cicerone has no record of it running, so
+    /// one a cicerone lost track of stops too; NotFound only when neither knew it.
     public func stop(_ key: ContainerKey, graceSeconds: UInt32 = 10) async throws(CiceroneError) {
         guard definition(key) != nil else { throw .init(.notFound, "no \(key)") }
         let vm = try await vm(key.vm)
-        guard running[key] != nil else { throw .init(.notFound, "\(key) is not running") }
-        running[key]?.stopRequested = true
+        let token = running[key]?.token
+        if token != nil { running[key]?.stopRequested = true }
         var request = Vmtools_Guest_StopContainerRequest()
         request.name = key.name
         request.graceSeconds = graceSeconds
         do throws(CiceroneError) {
-            try await Self.maitred(vm, "stopping \(key)") { _ = try await $0.stopContainer(request) }
+            try await Self.maitred(vm, "stopping \(key)") {
+                _ = try await $0.stopContainer(request, options: Self.deadline(.seconds(Int(graceSeconds) + 20)))
+            }
         } catch  where error.kind == .notFound {
-            // It had ended already.
+            // It had ended already, or never ran.
+            if token == nil { throw .init(.notFound, "\(key) is not running") }
         }
-        if running.removeValue(forKey: key) != nil { events(.stopped(key, reason: "requested")) }
+        // Only the start this stop was about: a new one may have begun meanwhile.
+        if let token, running[key]?.token == token {
+            running[key] = nil
+            events(.stopped(key, reason: "requested"))
+        }
         log("\(key): stopped")
     }
 
@@ -79,20 +95,33 @@ extension CiceroneManager {
     /// ContainerShutdown: killed, or crashed), saying ContainerStopped ("ended") for each. A
     /// maitred that cannot be asked changes nothing.
     func reconcile(vm name: String) async {
-        guard let vm = vms[name]?.vm, running.contains(where: { $0.key.vm == name && $0.value.ready }) else { return }
+        // What was ready, with a known first process, before the wait; and afterwards only if
+        // it is still that start (a new one may have come meanwhile).
+        let checked = running.filter { $0.key.vm == name && $0.value.ready && $0.value.pid != 0 }
+            .mapValues { (token: $0.token, pid: $0.pid) }
+        guard let vm = vms[name]?.vm, !checked.isEmpty else { return }
         guard
             let inGuest = try? await Self.maitred(
                 vm, "listing containers",
                 { client in
-                    try await client.listContainers(Vmtools_Guest_Empty()).containers
+                    try await client.listContainers(Vmtools_Guest_Empty(), options: Self.deadline(.seconds(10)))
+                        .containers
                 })
         else { return }
-        for (key, container) in running where key.vm == name && container.ready {
-            guard !inGuest.contains(where: { $0.name == key.name && $0.pid == container.pid }) else { continue }
+        for (key, was) in checked where running[key]?.token == was.token {
+            guard !inGuest.contains(where: { $0.name == key.name && $0.pid == was.pid }) else { continue }
             running[key] = nil
             log("\(key) ended without garcon saying so")
             events(.stopped(key, reason: "ended"))
         }
+    }
+
+    /// Call options with a deadline: a guest that takes a call and never answers must not hold
+    /// cicerone (or its start) for good.
+    static func deadline(_ limit: Duration) -> CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = limit
+        return options
     }
 
     /// The lowest port from ``Configuration/firstGarconPort`` no container of `vm` has.
@@ -154,9 +183,16 @@ extension CiceroneManager {
     func containerReady(vm: String, token: String, garconPort: UInt32) throws(RPCError) {
         let key = try authenticate(vm: vm, token: token, "ContainerReady")
         guard var container = running[key] else { return }
+        // The port it was given: another would let one container have the host's calls for it
+        // sent to another container's garcon.
+        guard garconPort == container.garconPort else {
+            log("refused ContainerReady from \(key): port \(garconPort), but it was given \(container.garconPort)")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "garcon_port \(garconPort) is not the port this container was given (\(container.garconPort))")
+        }
         let first = !container.ready
         container.ready = true
-        container.garconPort = garconPort
         running[key] = container
         if first {
             log(

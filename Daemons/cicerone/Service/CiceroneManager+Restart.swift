@@ -37,26 +37,43 @@ extension CiceroneManager {
             return
         }
         var adopted: [ContainerKey: Running] = [:]
+        var listening: [GuestVM] = []
         for (vmName, group) in Dictionary(grouping: records, by: \.vm) {
-            guard let vm = await directory?.vm(named: vmName), (try? await vmStarted(vm)) != nil else {
-                log("VM \(vmName) no longer runs: forgetting its \(group.count) containers")
-                continue
-            }
-            // What maitred runs now; nil when it cannot say (then the records are kept).
-            let inGuest = try? await Self.maitred(vm, "listing containers") {
-                try await $0.listContainers(Vmtools_Guest_Empty()).containers
-            }
-            for record in group {
-                if let inGuest, !inGuest.contains(where: { $0.name == record.name && $0.pid == record.container.pid }) {
-                    log("container \(record.name) of VM \(vmName) no longer runs")
+            let keys = group.map { ContainerKey(vm: vmName, name: $0.name) }
+            let vm: GuestVM
+            do {
+                guard let found = try await directory?.vm(named: vmName) else {
+                    log("VM \(vmName) no longer runs: forgetting its \(group.count) containers")
                     continue
                 }
-                adopted[ContainerKey(vm: vmName, name: record.name)] = record.container
+                vm = found
+            } catch {
+                // concierge could not say: keep them; the VM is looked up again when named.
                 log(
-                    "re-adopted container \(record.name) of VM \(vmName) (garcon on port \(record.container.garconPort))"
+                    "keeping VM \(vmName)'s \(group.count) containers: concierge could not say whether it runs: \(error)"
                 )
+                for (key, record) in zip(keys, group) { adopted[key] = record.container }
+                continue
+            }
+            listening.append(vm)
+            // What maitred runs now; nil when it cannot say (then the records are kept).
+            let inGuest = try? await Self.maitred(vm, "listing containers") {
+                try await $0.listContainers(Vmtools_Guest_Empty(), options: Self.deadline(.seconds(5))).containers
+            }
+            for (key, record) in zip(keys, group) {
+                let pid = record.container.pid
+                if let inGuest, pid != 0, !inGuest.contains(where: { $0.name == record.name && $0.pid == pid }) {
+                    log("\(key) no longer runs")
+                    continue
+                }
+                adopted[key] = record.container
+                log("re-adopted \(key) (garcon on port \(record.container.garconPort))")
             }
         }
+        // The tokens first, then the listeners: a garcon that calls at once is known.
         running = adopted
+        for vm in listening where vms[vm.name] == nil {
+            do { try await vmStarted(vm) } catch { log("\(error)") }
+        }
     }
 }

@@ -5,8 +5,9 @@ import GuestProtocol
 /// The containers of every VM: their definitions (persisted), the running ones with their
 /// tokens and garcon ports, and one ContainerListener per VM that cicerone knows is running.
 ///
-/// An actor: every change to what runs happens one at a time. Calls to guests are awaited
-/// inside it, so while one waits, others (garcon's ContainerReady above all) go ahead.
+/// An actor: each change to what runs happens whole. Calls to guests are awaited inside it,
+/// so while one waits, others (garcon's ContainerReady above all) go ahead: after every wait,
+/// what was read before it is checked again (a start is known by its token).
 public actor CiceroneManager {
     public struct Configuration: Sendable {
         public var stateFile = "/var/lib/cicerone/containers.json"
@@ -109,7 +110,11 @@ public actor CiceroneManager {
     /// The running VM `name`: one concierge told of, or one it says runs.
     func vm(_ name: String) async throws(CiceroneError) -> GuestVM {
         if let known = vms[name] { return known.vm }
-        if let vm = await directory?.vm(named: name) {
+        let found: GuestVM?
+        do { found = try await directory?.vm(named: name) } catch {
+            throw .failed("no VM named \(name) is known to cicerone, and concierge could not say: \(error)")
+        }
+        if let vm = found {
             if vms[name] == nil { try await vmStarted(vm) }
             return vm
         }
@@ -139,6 +144,17 @@ public actor CiceroneManager {
         _ = try await vm(definition.vm)
         let key = ContainerKey(vm: definition.vm, name: definition.name)
         guard self.definition(key) == nil else { throw .init(.alreadyExists, "\(key) exists") }
+        // Two overlays sharing an upper folder corrupt each other's files.
+        func within(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b.hasSuffix("/") ? b : b + "/") }
+        if let other = state.containers.first(where: {
+            $0.vm == definition.vm
+                && (within($0.changesDirectory, definition.changesDirectory)
+                    || within(definition.changesDirectory, $0.changesDirectory))
+        }) {
+            throw .invalid(
+                "changes_dir \(definition.changesDirectory) overlaps container \(other.name)'s (\(other.changesDirectory))"
+            )
+        }
         var next = state
         next.containers.append(definition)
         try next.save(to: configuration.stateFile)

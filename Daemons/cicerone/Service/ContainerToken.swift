@@ -1,6 +1,7 @@
 /// A container's token: 32 random bytes as 64 hex digits (stronger than a UUIDv4's 122 bits),
 /// from the system's generator (getrandom(2) on Linux). A fresh one for every start, never
-/// reused; only the container (its `/dev/.container_token`) and cicerone hold it.
+/// reused; held by the container (its `/dev/.container_token`, 0600) and cicerone (and its
+/// `running.json`, 0600), and given by GetContainerToken to those who may manage containers.
 enum ContainerToken {
     static func make() -> String {
         var generator = SystemRandomNumberGenerator()

@@ -45,8 +45,8 @@ public struct GuestVM: Sendable, Equatable {
 /// Where cicerone learns of a VM it was not told about (started before cicerone ran, or a
 /// request that came before concierge's notification): concierge's GetVmInfo.
 public protocol VMDirectory: Sendable {
-    /// The VM named `name`, or nil when it does not run.
-    func vm(named name: String) async -> GuestVM?
+    /// The VM named `name`, or nil when it does not run; throws when that cannot be told.
+    func vm(named name: String) async throws -> GuestVM?
 }
 
 /// ``VMDirectory`` through concierge on D-Bus.
@@ -56,11 +56,17 @@ public struct ConciergeVMDirectory: VMDirectory {
 
     public init(connection: DBusConnection) { self.connection = connection }
 
-    public func vm(named name: String) async -> GuestVM? {
-        guard let reply = try? await connection.call(service: Self.service, member: "GetVmInfo", [.string(name)]),
-            let first = reply.first, let info = try? DBusOptions(first),
-            (try? info.optional("state", as: String.self)) == "running"
-        else { return nil }
-        return try? GuestVM(name: name, info: info)
+    public func vm(named name: String) async throws -> GuestVM? {
+        let reply: [DBusValue]
+        do {
+            reply = try await connection.call(service: Self.service, member: "GetVmInfo", [.string(name)])
+        } catch  where error.name == ServiceError(.notFound, "").dbusName {
+            return nil
+        }
+        guard let first = reply.first else { return nil }
+        let info = try DBusOptions(first)
+        guard try info.optional("state", as: String.self) == "running" else { return nil }
+        return try GuestVM(name: name, info: info)
     }
+
 }

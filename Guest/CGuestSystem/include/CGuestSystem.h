@@ -51,6 +51,9 @@ struct cgs_container {
     /// upperdir, workdir) in the container's mount namespace only, and becomes its root.
     const char *overlay_target;
     const char *overlay_options;
+    /// When set, a folder in the overlay covered by an empty read-only tmpfs: where the
+    /// image holds the changes of containers (its own and others'), which it must not see.
+    const char *overlay_hide;
 };
 
 /// The steps of building a container, for errors.

@@ -125,6 +125,13 @@ public final class ContainerManager: Sendable {
             }
             spec.overlayTarget = "\(changes)/root"
             spec.overlayOptions = "lowerdir=\(request.rootfs),upperdir=\(changes)/upper,workdir=\(changes)/work"
+            // Changes kept inside the image (the default: the guest's own /) would show through
+            // it, this container's and every other's: that folder is covered in the container.
+            let image = request.rootfs == "/" ? "" : request.rootfs
+            let parent = String(changes[..<(changes.lastIndex(of: "/") ?? changes.startIndex)])
+            if parent.hasPrefix(image + "/") {
+                spec.overlayHide = "\(changes)/root" + parent.dropFirst(image.count)
+            }
         }
         var outcome = Outcome()
         do {
@@ -215,6 +222,7 @@ extension ContainerManager {
         var movesRoot: Bool
         var overlayTarget: String?
         var overlayOptions: String?
+        var overlayHide: String?
 
         func start() -> Outcome {
             let cArgv = argv.map { strdup($0) } + [nil]
@@ -231,15 +239,25 @@ extension ContainerManager {
                             cEnvironment.withUnsafeBufferPointer { environment in
                                 let target = overlayTarget.map { strdup($0) } ?? nil
                                 let options = overlayOptions.map { strdup($0) } ?? nil
+                                let hide = overlayHide.map { strdup($0) } ?? nil
                                 defer {
                                     free(target)
                                     free(options)
+                                    free(hide)
+                                }
+                                // Out of memory: no overlay would mean the image itself, writable.
+                                guard (overlayTarget == nil) == (target == nil),
+                                    (overlayOptions == nil) == (options == nil),
+                                    (overlayHide == nil) == (hide == nil)
+                                else {
+                                    outcome.result = -ENOMEM
+                                    return
                                 }
                                 var container = cgs_container(
                                     rootfs: rootfs, hostname: hostname, token: token, program_fd: programFD,
                                     argv: argv.baseAddress, envp: environment.baseAddress, cgroup_fd: cgroupFD,
                                     stdio_fd: stdio, move_root: movesRoot ? 1 : 0, overlay_target: target,
-                                    overlay_options: options)
+                                    overlay_options: options, overlay_hide: hide)
                                 outcome.result = cgs_start_container(
                                     &container, &outcome.pid, &outcome.step, &outcome.error)
                             }
