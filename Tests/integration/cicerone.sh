@@ -50,6 +50,8 @@ upper=/var/lib/vmtools/containers/penguin/upper
 export upper
 check "in the container: its own PID namespace (garcon is PID 1), its hostname, and its writes land in its changes only" \
   bash -c "vmtoolsctl app launch demo penguin -- /bin/sh -c 'hostname >/tmp/host; ps -o pid,args >/tmp/ps; echo hi >/etc/from-container' && wait_for 10 x -- test -s $upper/tmp/ps && x -- cat $upper/tmp/ps >&2 && [ \"\$(x -- cat $upper/tmp/host)\" = penguin ] && x -- grep -q '^ *1 garcon' $upper/tmp/ps && [ \"\$(x -- grep -c . $upper/tmp/ps)\" -le 4 ] && x -- test -f $upper/etc/from-container && ! x -- test -e /etc/from-container"
+check "the container has a cgroup of its own (/containers/penguin), where its processes are" \
+  bash -c "p=\$(vmtoolsctl container list demo --json | grep -o '\"pid\" *: *[0-9]*' | grep -o '[0-9]*\$') && x -- test -f /sys/fs/cgroup/containers/penguin/cgroup.procs && x -- grep -qx \$p /sys/fs/cgroup/containers/penguin/cgroup.procs && [ \"\$(x -- cat /proc/\$p/cgroup)\" = 0::/containers/penguin ]"
 check "the container does not see the containers' changes kept in the guest's / (its own or others')" \
   bash -c "x -- mkdir -p /var/lib/vmtools/containers/other && x -- touch /var/lib/vmtools/containers/other/secret && vmtoolsctl app launch demo penguin -- /bin/sh -c 'ls -A /var/lib/vmtools/containers >/tmp/seen; echo done >>/tmp/seen' && wait_for 10 x -- grep -q done $upper/tmp/seen && [ \"\$(x -- cat $upper/tmp/seen)\" = done ]"
 
