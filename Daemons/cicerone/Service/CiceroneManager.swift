@@ -126,11 +126,11 @@ public actor CiceroneManager {
     /// CreateContainer: records a container of `vm` whose root is `image` in the guest beneath
     /// an overlay keeping its changes in `changesDirectory`.
     public func create(_ definition: ContainerDefinition) async throws(CiceroneError) {
-        guard ContainerDefinition.isValidName(definition.name) else {
+        guard ContainerName.isValid(definition.name) else {
             throw .invalid(
                 "container name '\(definition.name)': use 1 to 63 of a-z, 0-9 and '-', not starting with '-'")
         }
-        guard ContainerDefinition.isValidName(definition.hostname) else {
+        guard ContainerName.isValid(definition.hostname) else {
             throw .invalid("hostname '\(definition.hostname)': use 1 to 63 of a-z, 0-9 and '-'")
         }
         for (what, path) in [("image", definition.image), ("changes_dir", definition.changesDirectory)] {

@@ -1,3 +1,5 @@
+import GuestProtocol
+
 /// A container as CreateContainer made it: which VM, and what its root is. Persisted, so a
 /// container outlives cicerone, its VM's restarts, and its own.
 public struct ContainerDefinition: Codable, Sendable, Equatable {
@@ -17,13 +19,6 @@ public struct ContainerDefinition: Codable, Sendable, Equatable {
         self.image = image
         self.changesDirectory = changesDirectory
         self.hostname = hostname
-    }
-
-    /// Container names: 1 to 63 of a-z, 0-9 and '-', not starting with '-' (maitred's rule: a
-    /// hostname label and a cgroup folder).
-    public static func isValidName(_ name: String) -> Bool {
-        guard (1...63).contains(name.utf8.count), !name.hasPrefix("-") else { return false }
-        return name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
     }
 
     /// Where a container's changes go when CreateContainer does not say.

@@ -1,5 +1,6 @@
 import CGuestSystem
 import GRPCCore
+import GuestProtocol
 import Synchronization
 
 #if canImport(Glibc)
@@ -289,19 +290,12 @@ extension ContainerManager {
 
     // MARK: - Validation
 
-    /// Names: 1 to 63 of a-z, 0-9 and '-', not starting with '-' (a hostname label, and a
-    /// cgroup folder name).
-    static func isValidName(_ name: String) -> Bool {
-        guard (1...63).contains(name.utf8.count), !name.hasPrefix("-") else { return false }
-        return name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
-    }
-
     static func validate(_ request: Request) throws(RPCError) {
-        guard isValidName(request.name) else {
+        guard ContainerName.isValid(request.name) else {
             throw AgentError.invalid(
                 "container name '\(request.name)': use 1 to 63 of a-z, 0-9 and '-', not starting with '-'")
         }
-        guard request.hostname.isEmpty || isValidName(request.hostname) else {
+        guard request.hostname.isEmpty || ContainerName.isValid(request.hostname) else {
             throw AgentError.invalid("hostname '\(request.hostname)': use 1 to 63 of a-z, 0-9 and '-'")
         }
         let overlay = !request.changesDirectory.isEmpty
