@@ -3,7 +3,7 @@
 # vmtools installed as on a real host; `vmtoolsctl start` asks concierge (D-Bus activation starts
 # its systemd unit) for a VM with the default guest image (the stock Debian kernel, maitred as
 # PID 1), 2 vCPUs and a disk; then the VM is used from the host: a command, an interactive shell on
-# a PTY, its network; and stopped cleanly.
+# a PTY, its network, a container with an application (cicerone, garcon); and stopped cleanly.
 set -e
 source "$(dirname "$0")/lib.sh"
 image=/var/lib/vmtools/images/default
@@ -30,6 +30,16 @@ echo "== vmtoolsctl exec demo -- ping -c 2 $host   (the host, over the VM's TAP)
 vmtoolsctl exec demo -- ping -c 2 -W 5 "$host" | grep -E "packets|round-trip" | sed 's/^/   /'
 echo "== vmtoolsctl shell demo   (a PTY session; the input below is typed into it)"
 printf 'tty; echo $((6 * 7)); exit 0\n' | script -qec "vmtoolsctl shell demo" /dev/null | tr -d '\r' | sed 's/^/   /'
+echo "== vmtoolsctl container create demo penguin; vmtoolsctl container start demo penguin"
+vmtoolsctl container create demo penguin
+vmtoolsctl container start demo penguin | sed 's/^/   /'
+echo "== vmtoolsctl app launch demo penguin -- /bin/sh -c '...'   (an application installed in the container)"
+vmtoolsctl app launch demo penguin -- /bin/sh -c 'mkdir -p /usr/share/applications && printf "[Desktop Entry]\nType=Application\nName=Clock\nExec=/bin/date\n" >/usr/share/applications/clock.desktop' | sed 's/^/   /'
+sleep 2
+echo "== vmtoolsctl app list demo penguin"
+vmtoolsctl app list demo penguin | sed 's/^/   /'
+echo "== vmtoolsctl container list demo"
+vmtoolsctl container list demo | sed 's/^/   /'
 echo "== vmtoolsctl stop demo"
 vmtoolsctl stop demo
 echo "== concierge's journal:"
