@@ -1,7 +1,7 @@
-/// Emits a daemon's signals in the order its events happened, from a task of its own, so that
+/// Emits a daemon's signals in the order its events happened (a ``SerialEventQueue``), so that
 /// whoever reports an event (an actor, a bus thread) never waits for the bus.
 public final class DBusSignalQueue<Event: Sendable>: Sendable {
-    private let queue: AsyncStream<Event>.Continuation
+    private let queue: SerialEventQueue<Event>
 
     /// - Parameters:
     ///   - signal: the signal for an event (its member and arguments), or nil for none.
@@ -13,24 +13,18 @@ public final class DBusSignalQueue<Event: Sendable>: Sendable {
         after: @escaping @Sendable (Event) async -> Void = { _ in },
         failed: @escaping @Sendable (String) -> Void
     ) {
-        let (stream, continuation) = AsyncStream.makeStream(of: Event.self)
-        queue = continuation
-        Task {
-            for await event in stream {
-                if let signal = signal(event) {
-                    do {
-                        try await connection.emitSignal(
-                            path: path, interface: interface, member: signal.member, signal.arguments)
-                    } catch {
-                        failed("emitting \(signal.member): \(error)")
-                    }
+        queue = SerialEventQueue { event in
+            if let signal = signal(event) {
+                do {
+                    try await connection.emitSignal(
+                        path: path, interface: interface, member: signal.member, signal.arguments)
+                } catch {
+                    failed("emitting \(signal.member): \(error)")
                 }
-                await after(event)
             }
+            await after(event)
         }
     }
 
-    deinit { queue.finish() }
-
-    public func emit(_ event: Event) { queue.yield(event) }
+    public func emit(_ event: Event) { queue.enqueue(event) }
 }

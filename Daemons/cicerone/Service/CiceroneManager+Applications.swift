@@ -70,20 +70,8 @@ extension CiceroneManager {
         guard let container = running[key], container.ready else {
             throw .init(.notFound, "\(key) is not running")
         }
-        return try await Self.garcon(
-            .vsock(socket: known.vm.vsockSocket, port: container.garconPort), "\(key): \(what)", body)
-    }
-
-    static func garcon<Result: Sendable>(
-        _ endpoint: GuestEndpoint, _ what: String,
-        _ body: @Sendable (Vmtools_Container_Garcon.Client<HTTP2ClientTransport.Posix>) async throws -> Result
-    ) async throws(CiceroneError) -> Result {
-        do {
-            return try await endpoint.withClient { client in
-                try await body(Vmtools_Container_Garcon.Client(wrapping: client))
-            }
-        } catch {
-            throw guestError(error, what, in: "garcon")
-        }
+        return try await Self.guestCall(
+            .vsock(socket: known.vm.vsockSocket, port: container.garconPort), "\(key): \(what)", in: "garcon"
+        ) { try await body(Vmtools_Container_Garcon.Client(wrapping: $0)) }
     }
 }

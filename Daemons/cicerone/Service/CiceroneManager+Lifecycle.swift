@@ -137,12 +137,21 @@ extension CiceroneManager {
         _ vm: GuestVM, _ what: String,
         _ body: (Vmtools_Guest_Maitred.Client<HTTP2ClientTransport.Posix>) async throws -> Result
     ) async throws(CiceroneError) -> Result {
+        try await guestCall(.socket(vm.maitredSocket), what, in: "VM \(vm.name)'s maitred") {
+            try await body(Vmtools_Guest_Maitred.Client(wrapping: $0))
+        }
+    }
+
+    /// Runs `body` with a gRPC client of a guest agent at `endpoint`; a failure becomes an
+    /// error naming `what` (``guestError(_:_:in:)``).
+    static func guestCall<Result: Sendable>(
+        _ endpoint: GuestEndpoint, _ what: String, in agent: String,
+        _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws(CiceroneError) -> Result {
         do {
-            return try await GuestEndpoint.socket(vm.maitredSocket).withClient { client in
-                try await body(Vmtools_Guest_Maitred.Client(wrapping: client))
-            }
+            return try await endpoint.withClient(body)
         } catch {
-            throw guestError(error, what, in: "VM \(vm.name)'s maitred")
+            throw guestError(error, what, in: agent)
         }
     }
 

@@ -26,7 +26,7 @@ public actor CiceroneManager {
         var token: String
         /// Its first process in the guest (0 until maitred answered).
         var pid: UInt32 = 0
-        /// garcon's vsock port: the one it was told, then the one it reported.
+        /// garcon's vsock port, given at the start (ContainerReady must report the same).
         var garconPort: UInt32
         /// Set by garcon's ContainerReady.
         var ready = false
@@ -93,10 +93,9 @@ public actor CiceroneManager {
     public func vmStopped(_ name: String, reason: String = "vm-stopped") {
         guard let known = vms.removeValue(forKey: name) else { return }
         known.listener.stop()
-        for key in running.keys.filter({ $0.vm == name }).sorted(by: { $0.name < $1.name }) {
-            running[key] = nil
-            events(.stopped(key, reason: reason))
-        }
+        let ended = running.keys.filter { $0.vm == name }.sorted { $0.name < $1.name }
+        running = running.filter { $0.key.vm != name }  // one write of running.json, not one per container
+        for key in ended { events(.stopped(key, reason: reason)) }
         log("VM \(name) stopped: its containers with it")
     }
 

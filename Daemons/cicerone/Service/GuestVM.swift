@@ -68,5 +68,4 @@ public struct ConciergeVMDirectory: VMDirectory {
         guard try info.optional("state", as: String.self) == "running" else { return nil }
         return try GuestVM(name: name, info: info)
     }
-
 }

@@ -6,30 +6,24 @@ import DBus
 /// logged. (cicerone also asks concierge about a VM it was not told of.)
 public final class CiceroneNotifier: Sendable {
     public static let service = "org.vmtools.Cicerone"
-    private let queue: AsyncStream<VMEvent>.Continuation
+    private let queue: SerialEventQueue<VMEvent>
 
     public init(connection: DBusConnection, log: @escaping @Sendable (String) -> Void) {
-        let (stream, continuation) = AsyncStream.makeStream(of: VMEvent.self)
-        queue = continuation
-        Task {
-            for await event in stream {
-                let call: (member: String, name: String, arguments: [DBusValue])
-                switch event {
-                case .started(let info):
-                    call = ("NotifyVmStarted", info.name, [.string(info.name), ConciergeInterface.dictionary(info)])
-                case .stopped(let name, _): call = ("NotifyVmStopped", name, [.string(name)])
-                case .starting, .stopping: continue
-                }
-                do throws(DBusError) {
-                    _ = try await connection.call(service: Self.service, member: call.member, call.arguments)
-                } catch {
-                    log("cicerone was not told of VM \(call.name) (\(call.member)): \(error.message)")
-                }
+        queue = SerialEventQueue { event in
+            let call: (member: String, name: String, arguments: [DBusValue])
+            switch event {
+            case .started(let info):
+                call = ("NotifyVmStarted", info.name, [.string(info.name), ConciergeInterface.dictionary(info)])
+            case .stopped(let name, _): call = ("NotifyVmStopped", name, [.string(name)])
+            case .starting, .stopping: return
+            }
+            do throws(DBusError) {
+                _ = try await connection.call(service: Self.service, member: call.member, call.arguments)
+            } catch {
+                log("cicerone was not told of VM \(call.name) (\(call.member)): \(error.message)")
             }
         }
     }
 
-    deinit { queue.finish() }
-
-    public func notify(_ event: VMEvent) { queue.yield(event) }
+    public func notify(_ event: VMEvent) { queue.enqueue(event) }
 }
