@@ -250,8 +250,15 @@ let package = Package(
             path: "Tests/KVMTests"),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"], path: "Tests/DevicesTests"),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Devices"], path: "Tests/PCITests"),
+        // The driver side of a virtqueue in guest memory, for the device tests and the vsock probe.
+        .target(name: "VirtioDriver", dependencies: ["Virtio", "GuestMemory"], path: "Tests/VirtioDriver"),
         .testTarget(
-            name: "VirtioTests", dependencies: ["Virtio", "PCI", "Devices", "GuestMemory"], path: "Tests/VirtioTests"),
+            name: "VirtioTests", dependencies: ["Virtio", "VirtioDriver", "PCI", "Devices", "GuestMemory"],
+            path: "Tests/VirtioTests"),
+        // Drives virtio-vsock from a simulated guest on this machine, to measure the device's cost.
+        .executableTarget(
+            name: "vsock-probe", dependencies: ["Virtio", "VirtioDriver", "EventLoop", "GuestMemory"],
+            path: "Tests/VsockProbe"),
         .target(name: "SandboxProbe", dependencies: ["CSeccomp"], path: "Tests/SandboxProbe"),
         .testTarget(
             name: "SandboxTests", dependencies: ["Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/SandboxTests"),

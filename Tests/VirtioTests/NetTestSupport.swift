@@ -2,6 +2,7 @@ import CLinux
 import EventLoop
 import Foundation
 import GuestMemory
+import VirtioDriver
 import Synchronization
 import Testing
 

@@ -1,4 +1,5 @@
 import GuestMemory
+import VirtioDriver
 import PCI
 
 @testable import Virtio

@@ -1,5 +1,6 @@
 import Foundation
 import GuestMemory
+import VirtioDriver
 import Testing
 
 @testable import Virtio

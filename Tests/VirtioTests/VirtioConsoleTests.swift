@@ -1,4 +1,5 @@
 import GuestMemory
+import VirtioDriver
 import Testing
 
 @testable import Virtio

@@ -1,5 +1,6 @@
 import Devices
 import GuestMemory
+import VirtioDriver
 import PCI
 import Testing
 

@@ -1,5 +1,6 @@
 import GuestMemory
 import Testing
+import VirtioDriver
 
 @testable import Virtio
 
@@ -481,5 +482,50 @@ struct VirtqueueMaliciousTests {
         for error in errors { #expect(!error.description.isEmpty) }
         #expect(VirtqueueError.badRing("used ring", address: 0x1000).description.contains("0x1000"))
         #expect(VirtqueueError.bufferOutsideMemory(address: 0xDEAD_0000, length: 4).description.contains("0xdead0000"))
+    }
+}
+
+@Suite("Descriptor chains")
+struct DescriptorChainTests {
+    typealias Buffer = DescriptorChain.Buffer
+
+    /// A header and payload split over readable and writable buffers, as drivers lay them out.
+    let chain = DescriptorChain(
+        head: 0,
+        buffers: [
+            Buffer(address: 0x100, length: 10, isWritable: false),
+            Buffer(address: 0x200, length: 20, isWritable: false),
+            Buffer(address: 0x300, length: 44, isWritable: true),
+            Buffer(address: 0x400, length: 4096, isWritable: true),
+            Buffer(address: 0x2000, length: 8, isWritable: true),
+        ])
+
+    @Test("buffers beyond the two held inline keep their order and compare by content")
+    func inlineAndMore() {
+        #expect(chain.buffers.count == 5)
+        #expect(chain.buffers.map(\.address) == [0x100, 0x200, 0x300, 0x400, 0x2000])
+        #expect(chain.buffers == DescriptorBuffers(chain.readable + chain.writable))
+        #expect(chain.buffers != DescriptorBuffers(chain.readable))
+        #expect(DescriptorBuffers() == [])
+        #expect(chain.readableLength == 30 && chain.writableLength == 4148)
+    }
+
+    @Test("segments skip a header across buffers, stop at the limit, and keep to one direction")
+    func segments() {
+        let payload = Array(chain.segments(writable: true, skipping: 44, limit: 4100))
+        #expect(
+            payload == [
+                Buffer(address: 0x400, length: 4096, isWritable: true),
+                Buffer(address: 0x2000, length: 4, isWritable: true),
+            ])
+        // A skip that ends inside a buffer starts there; one past everything leaves nothing.
+        #expect(
+            Array(chain.segments(writable: false, skipping: 12)) == [
+                Buffer(address: 0x202, length: 18, isWritable: false)
+            ])
+        #expect(Array(chain.segments(writable: false, skipping: 30)).isEmpty)
+        #expect(Array(chain.segments(writable: true, skipping: 0, limit: 0)).isEmpty)
+        // The array form says the same for any list of buffers.
+        #expect(DescriptorChain.trimmed(chain.writable, skipping: 44, limit: 4100) == payload)
     }
 }

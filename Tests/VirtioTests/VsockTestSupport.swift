@@ -1,6 +1,7 @@
 import EventLoop
 import Foundation
 import GuestMemory
+import VirtioDriver
 import Synchronization
 import Testing
 

@@ -96,17 +96,22 @@ public struct Virtqueue: Sendable {
 
     /// Follows the descriptor chain at `head`.
     func walk(head: UInt16, memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
-        var buffers: [DescriptorChain.Buffer] = []
+        var buffers = DescriptorBuffers()
         var index = head
         var total: UInt64 = 0
         while true {
             guard index < size else { throw .descriptorOutOfRange(index) }
             guard buffers.count < Int(size) else { throw .chainTooLong(head: head) }
+            // One translation for the whole 16-byte descriptor: this runs for every packet.
             let base = descriptorTable + 16 * UInt64(index)
-            let address = try load(UInt64.self, memory, base)
-            let length = try load(UInt32.self, memory, base + 8)
-            let flags = try load(UInt16.self, memory, base + 12)
-            let next = try load(UInt16.self, memory, base + 14)
+            let descriptor: UnsafeMutableRawBufferPointer
+            do { descriptor = try memory.buffer(at: base, count: 16) } catch {
+                throw .badRing("descriptor table", address: base)
+            }
+            let address = UInt64(littleEndian: descriptor.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+            let length = UInt32(littleEndian: descriptor.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            let flags = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+            let next = UInt16(littleEndian: descriptor.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
             guard flags & Self.flagIndirect == 0 else { throw .indirectNotNegotiated }
             guard memory.contains(address: address, count: Int(length)) else {
                 throw .bufferOutsideMemory(address: address, length: length)
@@ -159,74 +164,6 @@ public struct Virtqueue: Sendable {
         throws(VirtqueueError)
     {
         do { try memory.store(value, at: address) } catch { throw .badRing("used ring", address: address) }
-    }
-}
-
-/// One request: the driver's buffers in chain order, readable ones first by convention.
-public struct DescriptorChain: Sendable, Equatable {
-    public struct Buffer: Sendable, Equatable {
-        public var address: UInt64
-        public var length: UInt32
-        public var isWritable: Bool
-    }
-
-    /// Bound on a request's total size, so that a guest cannot make the device allocate or
-    /// process gigabytes for one request.
-    public static let maxTotalLength: UInt64 = 64 << 20
-
-    public let head: UInt16
-    public let buffers: [Buffer]
-
-    public var readable: [Buffer] { buffers.filter { !$0.isWritable } }
-    public var writable: [Buffer] { buffers.filter(\.isWritable) }
-    /// Total bytes of the readable and of the writable buffers (without building arrays).
-    public var readableLength: Int { buffers.reduce(0) { $1.isWritable ? $0 : $0 + Int($1.length) } }
-    public var writableLength: Int { buffers.reduce(0) { $1.isWritable ? $0 + Int($1.length) : $0 } }
-
-    /// `buffers` without their first `skip` bytes (a request or packet header) and cut to at
-    /// most `limit` bytes: where the payload lies. Empty pieces are left out.
-    public static func trimmed(_ buffers: [Buffer], skipping skip: Int, limit: Int = Int.max) -> [Buffer] {
-        var skip = skip
-        var left = limit
-        var result: [Buffer] = []
-        for var buffer in buffers where left > 0 {
-            let dropped = min(skip, Int(buffer.length))
-            skip -= dropped
-            buffer.address += UInt64(dropped)
-            buffer.length = UInt32(min(Int(buffer.length) - dropped, left))
-            guard buffer.length > 0 else { continue }
-            left -= Int(buffer.length)
-            result.append(buffer)
-        }
-        return result
-    }
-
-    /// Copies up to `limit` bytes of the readable buffers.
-    public func readBytes(memory: GuestMemory, limit: Int = Int.max) throws(VirtqueueError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for buffer in readable where bytes.count < limit {
-            let count = min(Int(buffer.length), limit - bytes.count)
-            do { bytes += try memory.read(at: buffer.address, count: count) } catch {
-                throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
-            }
-        }
-        return bytes
-    }
-
-    /// Copies `bytes` into the writable buffers in order; returns how many fit.
-    @discardableResult
-    public func writeBytes(_ bytes: some Collection<UInt8>, memory: GuestMemory) throws(VirtqueueError) -> Int {
-        var remaining = bytes[...]
-        var written = 0
-        for buffer in writable where !remaining.isEmpty {
-            let chunk = remaining.prefix(Int(buffer.length))
-            do { try memory.write(chunk, at: buffer.address) } catch {
-                throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
-            }
-            written += chunk.count
-            remaining = remaining.dropFirst(chunk.count)
-        }
-        return written
     }
 }
 

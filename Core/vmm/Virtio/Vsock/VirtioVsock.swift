@@ -329,7 +329,7 @@ public final class VirtioVsock: EventLoopDevice {
         // The payload follows the header in the readable buffers.
         var remaining = length
         var wroteAll = connection.pendingToHost.isEmpty
-        for buffer in DescriptorChain.trimmed(chain.readable, skipping: VsockHeader.size, limit: length) {
+        for buffer in chain.segments(writable: false, skipping: VsockHeader.size, limit: length) {
             let count = Int(buffer.length)
             guard let bytes = try? memory.buffer(at: buffer.address, count: count) else {
                 return closeAndReset(fd, &state)
@@ -463,7 +463,10 @@ public final class VirtioVsock: EventLoopDevice {
 
         // The buffers to fill and how much payload each takes; extra ones are popped while the
         // budget lasts, and given back (in reverse, as popped) if the read comes up short.
-        var chains = [(chain: first, capacity: min(room - VsockHeader.size, Self.maxPacketPayload, budget))]
+        var chains: [PlannedPacket] = []
+        chains.reserveCapacity(Self.maxBatchBuffers)
+        chains.append(
+            PlannedPacket(chain: first, capacity: min(room - VsockHeader.size, Self.maxPacketPayload, budget)))
         var planned = chains[0].capacity
         while planned < budget, chains.count < Self.maxBatchBuffers, let next = try queue.popChain(memory: memory) {
             let nextRoom = next.writableLength
@@ -472,12 +475,13 @@ public final class VirtioVsock: EventLoopDevice {
                 break
             }
             let capacity = min(nextRoom - VsockHeader.size, Self.maxPacketPayload, budget - planned)
-            chains.append((next, capacity))
+            chains.append(PlannedPacket(chain: next, capacity: capacity))
             planned += capacity
         }
         var vectors: [iovec] = []
-        for (chain, capacity) in chains {
-            for buffer in DescriptorChain.trimmed(chain.writable, skipping: VsockHeader.size, limit: capacity) {
+        vectors.reserveCapacity(chains.count)
+        for planned in chains {
+            for buffer in planned.chain.segments(writable: true, skipping: VsockHeader.size, limit: planned.capacity) {
                 guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
                     for _ in 1..<chains.count { queue.undoPop() }
                     throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
@@ -512,8 +516,8 @@ public final class VirtioVsock: EventLoopDevice {
         // Each buffer carries what landed in it; the ones the read did not reach go back.
         var remaining = n
         var used = 0
-        for (chain, capacity) in chains where remaining > 0 {
-            let length = min(capacity, remaining)
+        for planned in chains where remaining > 0 {
+            let (chain, length) = (planned.chain, min(planned.capacity, remaining))
             var header = packet(.rw, for: &connection)
             header.length = UInt32(length)
             try writeHeader(header, into: chain, memory: memory)
@@ -525,6 +529,12 @@ public final class VirtioVsock: EventLoopDevice {
         connection.sentToGuest &+= UInt32(n)
         state.connections[fd] = connection
         return true
+    }
+
+    /// A receive buffer taken for one read, and how much payload it may carry.
+    private struct PlannedPacket {
+        let chain: DescriptorChain
+        let capacity: Int
     }
 
     // MARK: - Host clients (the Unix socket at socketPath)

@@ -1,45 +1,42 @@
 import GuestMemory
-import PCI
-import Synchronization
-
-@testable import Virtio
+import Virtio
 
 /// The driver side of a split virtqueue, laid out in guest memory the way a Linux driver lays
 /// it out: a descriptor table, an available ring the driver fills and publishes, and a used ring
 /// it reads back. It also hands out data buffers from a simple bump allocator.
-struct QueueDriver {
+public struct QueueDriver: Sendable {
     /// One buffer of a request, as the driver describes it.
-    struct Buffer {
-        var address: UInt64
-        var length: UInt32
-        var writable: Bool
+    public struct Buffer: Sendable, Equatable {
+        public var address: UInt64
+        public var length: UInt32
+        public var writable: Bool
 
-        static func readable(_ address: UInt64, _ length: UInt32) -> Buffer {
+        public static func readable(_ address: UInt64, _ length: UInt32) -> Buffer {
             Buffer(address: address, length: length, writable: false)
         }
 
-        static func writable(_ address: UInt64, _ length: UInt32) -> Buffer {
+        public static func writable(_ address: UInt64, _ length: UInt32) -> Buffer {
             Buffer(address: address, length: length, writable: true)
         }
     }
 
-    static let flagNext: UInt16 = 1
-    static let flagWrite: UInt16 = 2
-    static let flagIndirect: UInt16 = 4
+    public static let flagNext: UInt16 = 1
+    public static let flagWrite: UInt16 = 2
+    public static let flagIndirect: UInt16 = 4
 
-    let memory: GuestMemory
-    let size: UInt16
-    let descriptorTable: UInt64
-    let availableRing: UInt64
-    let usedRing: UInt64
+    public let memory: GuestMemory
+    public let size: UInt16
+    public let descriptorTable: UInt64
+    public let availableRing: UInt64
+    public let usedRing: UInt64
     /// The available index the driver has published.
-    private(set) var availableIndex: UInt16 = 0
+    public private(set) var availableIndex: UInt16 = 0
     private var nextDescriptor: UInt16 = 0
     private var nextData: UInt64
 
     /// Lays out a queue of `size` entries at `base` and zeroes its rings; data buffers are
     /// allocated from `dataBase`.
-    init(memory: GuestMemory, size: UInt16, base: UInt64 = 0x1000, dataBase: UInt64 = 0x4_0000) throws {
+    public init(memory: GuestMemory, size: UInt16, base: UInt64 = 0x1000, dataBase: UInt64 = 0x4_0000) throws {
         self.memory = memory
         self.size = size
         let n = UInt64(size)
@@ -51,7 +48,7 @@ struct QueueDriver {
     }
 
     /// A device-side queue pointing at these rings, enabled as the transport would after validation.
-    func deviceQueue(maxSize: UInt16 = 256) throws -> Virtqueue {
+    public func deviceQueue(maxSize: UInt16 = 256) throws -> Virtqueue {
         var queue = Virtqueue(maxSize: maxSize)
         queue.size = size
         queue.descriptorTable = descriptorTable
@@ -65,7 +62,7 @@ struct QueueDriver {
     // MARK: - Data buffers
 
     /// Reserves `count` bytes (16-byte aligned) for a data buffer, filled with `fill`.
-    mutating func allocate(_ count: Int, fill: UInt8 = 0) throws -> UInt64 {
+    public mutating func allocate(_ count: Int, fill: UInt8 = 0) throws -> UInt64 {
         let address = nextData
         nextData = (nextData + UInt64(count) + 15) & ~15
         try memory.write([UInt8](repeating: fill, count: count), at: address)
@@ -73,7 +70,7 @@ struct QueueDriver {
     }
 
     /// Copies `bytes` into a fresh data buffer.
-    mutating func place(_ bytes: [UInt8]) throws -> UInt64 {
+    public mutating func place(_ bytes: [UInt8]) throws -> UInt64 {
         let address = try allocate(bytes.count)
         try memory.write(bytes, at: address)
         return address
@@ -82,7 +79,7 @@ struct QueueDriver {
     // MARK: - Descriptors and the available ring
 
     /// Writes descriptor `index` raw, exactly as given.
-    func setDescriptor(_ index: UInt16, address: UInt64, length: UInt32, flags: UInt16, next: UInt16) throws {
+    public func setDescriptor(_ index: UInt16, address: UInt64, length: UInt32, flags: UInt16, next: UInt16) throws {
         let base = descriptorTable + 16 * UInt64(index)
         try memory.store(address, at: base)
         try memory.store(length, at: base + 8)
@@ -93,7 +90,7 @@ struct QueueDriver {
     /// Writes `buffers` as a chain into descriptors `indices` (by default the next free ones);
     /// returns the head.
     @discardableResult
-    mutating func addChain(_ buffers: [Buffer], at indices: [UInt16]? = nil) throws -> UInt16 {
+    public mutating func addChain(_ buffers: [Buffer], at indices: [UInt16]? = nil) throws -> UInt16 {
         precondition(!buffers.isEmpty)
         let indices =
             indices
@@ -113,7 +110,7 @@ struct QueueDriver {
     }
 
     /// Puts `head` in the next available-ring slot and publishes the new index.
-    mutating func publish(_ head: UInt16) throws {
+    public mutating func publish(_ head: UInt16) throws {
         try memory.store(head, at: availableRing + 4 + 2 * UInt64(availableIndex % size))
         availableIndex &+= 1
         try memory.store(availableIndex, at: availableRing + 2)
@@ -121,66 +118,42 @@ struct QueueDriver {
 
     /// Writes a chain and makes it available; returns the head.
     @discardableResult
-    mutating func offer(_ buffers: [Buffer]) throws -> UInt16 {
+    public mutating func offer(_ buffers: [Buffer]) throws -> UInt16 {
         let head = try addChain(buffers)
         try publish(head)
         return head
     }
 
     /// Writes ring slot `slot` without publishing it.
-    func setRingEntry(_ slot: UInt16, head: UInt16) throws {
+    public func setRingEntry(_ slot: UInt16, head: UInt16) throws {
         try memory.store(head, at: availableRing + 4 + 2 * UInt64(slot))
     }
 
     /// Overwrites the published available index (for drivers that misbehave).
-    mutating func setAvailableIndex(_ index: UInt16) throws {
+    public mutating func setAvailableIndex(_ index: UInt16) throws {
         availableIndex = index
         try memory.store(index, at: availableRing + 2)
     }
 
     /// Sets VRING_AVAIL_F_NO_INTERRUPT.
-    func suppressInterrupts(_ suppress: Bool) throws {
+    public func suppressInterrupts(_ suppress: Bool) throws {
         try memory.store(UInt16(suppress ? 1 : 0), at: availableRing)
     }
 
     // MARK: - The used ring
 
-    var usedIndex: UInt16 {
+    public var usedIndex: UInt16 {
         get throws { try memory.load(UInt16.self, at: usedRing + 2) }
     }
 
     /// The used element in ring slot `slot % size`.
-    func used(_ slot: Int) throws -> (id: UInt32, length: UInt32) {
+    public func used(_ slot: Int) throws -> (id: UInt32, length: UInt32) {
         let base = usedRing + 4 + 8 * UInt64(slot % Int(size))
         return (try memory.load(UInt32.self, at: base), try memory.load(UInt32.self, at: base + 4))
     }
 }
 
-/// Collects the values a device hands to a callback.
-final class Collected<Value: Sendable>: Sendable {
-    private let storage = Mutex<[Value]>([])
-
-    func append(_ value: Value) { storage.withLock { $0.append(value) } }
-
-    var values: [Value] { storage.withLock { $0 } }
-}
-
-/// One MSI message as a signaler received it.
-struct MSIMessage: Equatable, Sendable {
-    let address: UInt64
-    let data: UInt32
-}
-
-/// Records every MSI message it is asked to deliver.
-final class RecordingSignaler: MSISignaler {
-    let messages = Collected<MSIMessage>()
-
-    func signal(vector: Int, address: UInt64, data: UInt32) {
-        messages.append(MSIMessage(address: address, data: data))
-    }
-}
-
 /// A guest RAM of `size` bytes at address 0.
-func makeMemory(size: UInt64 = 1 << 20) throws -> GuestMemory {
+public func makeMemory(size: UInt64 = 1 << 20) throws -> GuestMemory {
     try GuestMemory(ranges: [(0, size)])
 }

@@ -1,0 +1,116 @@
+#!/bin/bash
+# Diagnostic, not run by CI: where the time of one host → guest vsock stream goes, for vmm and for
+# QEMU + vhost-vsock in the same testbed run. For each, MIB MiB (default 128) go from a host socat
+# to a guest sink, and the script prints the transfer's rate, the testbed's CPU time split (user,
+# system, idle, softirq), each VMM thread's CPU time, KVM's exit counts for the VM (debugfs) and
+# the guest's interrupt counts, all as deltas over the transfer. KINDS (default "vmm qemu") may
+# add guest kernel parameters to a VMM with "+", e.g. "vmm vmm+no-kvmapf+nopv"; RUNS transfers
+# are made in each VM (default 2), and a VM that dies has its log and console printed.
+#   TESTBED_EXTRA_PACKAGES=qemu-system-x86 tools/testbed run Tests/testbed/vsock-profile.sh [MIB [KINDS [RUNS [FLAGS]]]]
+lib=$(dirname "$0")/lib.sh; [ -f "$lib" ] || lib=$(dirname "$0")/../integration/lib.sh
+source "$lib"
+mib=${1:-128}
+kinds=${2:-vmm qemu}
+runs=${3:-2}
+flags=${4:-}
+work=$(mktemp -d)
+mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
+# FLAGS (comma-separated): "quick" measures only the rate (no counters: many runs, to see whether
+# a VM dies); "trace" records KVM's exits and injections and prints the last of them when a VM dies.
+tracing=/sys/kernel/debug/tracing
+if [[ $flags == *trace* ]]; then
+  echo 2048 >$tracing/buffer_size_kb
+  for event in kvm_exit kvm_inj_exception kvm_inj_virq kvm_page_fault kvm_emulate_insn kvm_msr kvm_apic_accept_irq kvm_fpu kvm_cr kvm_userspace_exit; do
+    [ -d $tracing/events/kvm/$event ] && echo 1 >$tracing/events/kvm/$event/enable
+  done
+  echo 1 >$tracing/tracing_on
+fi
+
+cat >"$work/init" <<'INIT'
+#!/bin/sh
+export PATH=/usr/bin:/bin:/sbin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+modprobe virtio_pci; modprobe vmw_vsock_virtio_transport
+socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork OPEN:/dev/null &
+socat VSOCK-LISTEN:1237,reuseaddr,fork SYSTEM:'cat /proc/interrupts /proc/stat' &
+sleep 1
+echo PROFILE-READY
+while true; do sleep 1; done
+INIT
+INITRAMFS_BINARIES=$(command -v socat) make_initramfs "$work/initrd.gz" "$work/init" virtio_pci vmw_vsock_virtio_transport
+
+now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+connect() {
+  case $1 in
+    vmm) echo "socat -t 60 -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
+    qemu) echo "socat -t 60 -b 65536 - VSOCK-CONNECT:4:$2" ;;
+  esac
+}
+preamble() { [ "$1" = vmm ] && printf 'CONNECT %s\n' "$2"; true; }
+
+# host_counters PID: the testbed's CPU, the VMM's threads (and vhost's), KVM's counters for the VM.
+host_counters() {
+  local pid=$1 t
+  head -n 1 /proc/stat
+  for t in /proc/"$pid"/task/*; do echo "thread $(cat "$t/comm")/${t##*/} $(cut -d' ' -f14,15 "$t/stat")"; done
+  for t in $(pgrep -x "vhost-$pid"); do echo "thread vhost/$t $(cut -d' ' -f14,15 /proc/"$t"/stat)"; done
+  for f in /sys/kernel/debug/kvm/"$pid"-*/*; do [ -f "$f" ] && echo "kvm $(basename "$f") $(cat "$f" 2>/dev/null)"; done
+}
+# guest_counters KIND: the guest's interrupt and context-switch counts (over vsock port 1237).
+guest_counters() {
+  (preamble "$1" 1237; sleep 1) | $(connect "$1" 1237) | tr -d '\r' | awk '/virtio|^intr|^ctxt/ { print "guest", $0 }'
+}
+
+# report BEFORE AFTER: the deltas.
+report() {
+  paste -d' ' <(grep '^cpu ' "$1") <(grep '^cpu ' "$2") | awk '{ n = NF / 2; for (i = 2; i <= n; i++) d[i] = $(i + n) - $i
+    total = 0; for (i = 2; i <= n; i++) total += d[i]
+    printf "  testbed CPU: user %d%% system %d%% idle %d%% iowait %d%% irq %d%% softirq %d%% (%d ticks)\n",
+      100 * d[2] / total, 100 * d[4] / total, 100 * d[5] / total, 100 * d[6] / total, 100 * d[7] / total, 100 * d[8] / total, total }'
+  join <(grep '^thread' "$1" | awk '{ print $2, $3, $4 }' | sort) <(grep '^thread' "$2" | awk '{ print $2, $3, $4 }' | sort) 2>/dev/null |
+    awk '{ u = $4 - $2; s = $5 - $3; if (u + s > 0) printf "  thread %-22s %5d ticks (user %d, system %d)\n", $1, u + s, u, s }'
+  join <(grep '^kvm' "$1" | awk '{ print $2, $3 }' | sort) <(grep '^kvm' "$2" | awk '{ print $2, $3 }' | sort) 2>/dev/null |
+    awk '{ if ($3 - $2 > 0) printf "  kvm %-28s %10d\n", $1, $3 - $2 }'
+  diff <(grep '^guest' "$1") <(grep '^guest' "$2") | grep '^>' | sed 's/^> guest/  guest after:/' | cut -c1-150
+  grep '^guest' "$1" | sed 's/^guest/  guest before:/' | cut -c1-150
+}
+
+for variant in $kinds; do
+  kind=${variant%%+*}
+  params="quiet"; [ "$kind" = "$variant" ] || params="quiet ${variant#*+}"; params=${params//+/ }
+  if [ "$kind" = qemu ]; then modprobe vhost_vsock; else modprobe -r vhost_vsock 2>/dev/null; fi
+  rm -f "$work/serial.log"
+  case $kind in
+    vmm) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
+      --params "$params" --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
+    qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
+      -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
+      -append "console=ttyS0 $params" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
+  esac
+  vm=$!
+  for i in $(seq 120); do grep -q PROFILE-READY "$work/serial.log" 2>/dev/null && break; sleep 0.5; done
+  for run in $(seq "$runs"); do
+    [[ $flags == *quick* ]] || { guest_counters "$kind"; host_counters "$vm"; } >"$work/before" 2>/dev/null
+    start=$(now_ms)
+    (preamble "$kind" 1235; head -c "${mib}M" /dev/zero) | $(connect "$kind" 1235) >/dev/null
+    ms=$(( $(now_ms) - start ))
+    [[ $flags == *quick* ]] || { host_counters "$vm"; guest_counters "$kind"; } >"$work/after" 2>/dev/null
+    echo "$variant run $run: $mib MiB host→guest in $ms ms: $(( mib * 1000 / (ms + 1) )) MiB/s"
+    [[ $flags == *quick* ]] || report "$work/before" "$work/after"
+    kill -0 "$vm" 2>/dev/null && continue
+    wait "$vm"
+    echo "$variant ended during the run (status $?); its log and the guest's console:"
+    grep -v '^\[' "$work/vmm.log" 2>/dev/null | tail -n 40
+    tr -d '\r' <"$work/serial.log" | tail -n 40
+    if [[ $flags == *trace* ]]; then
+      echo 0 >$tracing/tracing_on
+      echo "the last KVM events of its vCPUs:"
+      grep -E 'vcpu[0-9]-' $tracing/trace | tail -n 80
+      echo >$tracing/trace; echo 1 >$tracing/tracing_on
+    fi
+    break
+  done
+  kill "$vm" 2>/dev/null; wait "$vm" 2>/dev/null
+done
+rm -rf "$work"
