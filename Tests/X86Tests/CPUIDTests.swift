@@ -55,6 +55,17 @@ struct CPUIDTests {
         #expect(leaf1.ecx & ~(1 << 31) == 0x7FFA_3203)
     }
 
+    @Test("leaf 1 ECX[24] offers the TSC-deadline timer when KVM has it, and is left as reported otherwise")
+    func tscDeadline() throws {
+        var supported = Self.supported
+        supported[1].ecx &= ~(1 << 24)  // as KVM_GET_SUPPORTED_CPUID reports it
+        let offered = try leaf(VCPUSetup.cpuid(supported, id: 0, count: 2, tscDeadlineTimer: true), 1)
+        #expect(offered.ecx & (1 << 24) != 0)
+        #expect(offered.ecx & ~(1 << 24 | 1 << 31) == supported[1].ecx & ~(1 << 31))
+        let plain = try leaf(VCPUSetup.cpuid(supported, id: 0, count: 2), 1)
+        #expect(plain.ecx & (1 << 24) == 0)
+    }
+
     @Test("leaf 1 EDX HTT is set only with more than one vCPU", arguments: [(UInt32(1), false), (2, true), (8, true)])
     func httBit(count: UInt32, set: Bool) throws {
         for edx in [UInt32(0x178B_FBFF), 0x078B_FBFF] {  // with and without HTT from KVM

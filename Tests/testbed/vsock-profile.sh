@@ -16,7 +16,8 @@ flags=${4:-}
 work=$(mktemp -d)
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 # FLAGS (comma-separated): "quick" measures only the rate (no counters: many runs, to see whether
-# a VM dies); "trace" records KVM's exits and injections and prints the last of them when a VM dies.
+# a VM dies); "trace" records KVM's exits and injections and prints the last of them when a VM dies;
+# "exits" traces each transfer and counts KVM's exits by reason and MMIO and port accesses by address.
 tracing=/sys/kernel/debug/tracing
 if [[ $flags == *trace* ]]; then
   echo 2048 >$tracing/buffer_size_kb
@@ -92,9 +93,26 @@ for variant in $kinds; do
   for i in $(seq 120); do grep -q PROFILE-READY "$work/serial.log" 2>/dev/null && break; sleep 0.5; done
   for run in $(seq "$runs"); do
     [[ $flags == *quick* ]] || { guest_counters "$kind"; host_counters "$vm"; } >"$work/before" 2>/dev/null
+    if [[ $flags == *exits* ]]; then
+      echo 8192 >$tracing/buffer_size_kb
+      echo >$tracing/trace
+      for event in kvm_exit kvm_mmio kvm_pio kvm_msr; do echo 1 >$tracing/events/kvm/$event/enable; done
+      echo 1 >$tracing/tracing_on
+    fi
     start=$(now_ms)
     (preamble "$kind" 1235; head -c "${mib}M" /dev/zero) | $(connect "$kind" 1235) >/dev/null
     ms=$(( $(now_ms) - start ))
+    if [[ $flags == *exits* ]]; then
+      echo 0 >$tracing/tracing_on
+      for event in kvm_exit kvm_mmio kvm_pio kvm_msr; do echo 0 >$tracing/events/kvm/$event/enable; done
+      echo "  exits by reason, MMIO and ports by address (traced):"
+      awk '/kvm_exit:/ { for (i = 1; i <= NF; i++) if ($i == "reason") { n["exit " $(i + 1)]++ } }
+        /kvm_mmio:/ { for (i = 1; i <= NF; i++) if ($i == "gpa") { n["mmio " $(i - 3) " " $(i + 1)]++ } }
+        /kvm_pio:/ { for (i = 1; i <= NF; i++) if ($i == "at") { n["pio " $(i - 1) " " $(i + 1)]++ } }
+        /kvm_msr:/ { for (i = 1; i <= NF; i++) if ($i == "msr_write" || $i == "msr_read") { n[$i " " $(i + 1)]++ } }
+        END { for (k in n) printf "    %8d %s\n", n[k], k }' $tracing/trace | sort -rn | head -n 25
+      grep -c . $tracing/trace | sed 's/^/  trace lines: /'
+    fi
     [[ $flags == *quick* ]] || { host_counters "$vm"; guest_counters "$kind"; } >"$work/after" 2>/dev/null
     echo "$variant run $run: $mib MiB host→guest in $ms ms: $(( mib * 1000 / (ms + 1) )) MiB/s"
     [[ $flags == *quick* ]] || report "$work/before" "$work/after"

@@ -80,6 +80,7 @@ public struct KVMCapability: Sendable, Hashable {
     public static let immediateExit = Self(KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT")
     public static let maxVCPUs = Self(KVM_CAP_MAX_VCPUS, "KVM_CAP_MAX_VCPUS")
     public static let ioeventfdAnyLength = Self(KVM_CAP_IOEVENTFD_ANY_LENGTH, "KVM_CAP_IOEVENTFD_ANY_LENGTH")
+    public static let tscDeadlineTimer = Self(KVM_CAP_TSC_DEADLINE_TIMER, "KVM_CAP_TSC_DEADLINE_TIMER")
 
     /// What the VMM needs to boot Linux with an in-kernel irqchip and MSI-X devices.
     public static let required: [KVMCapability] = [

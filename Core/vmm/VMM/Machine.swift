@@ -110,10 +110,12 @@ public final class Machine: Sendable {
         serial = Serial8250(interrupt: GSIInterrupt(vm: vm, gsi: 4), output: { serialOutput([$0]) })
         pci = PCIBus(mmio: mmio)
         let supportedCPUID = try kvm.supportedCPUID()
+        let tscDeadlineTimer = kvm.checkExtension(.tscDeadlineTimer) > 0
         var vcpus: [VCPU] = []
         for id in 0..<config.cpus {
             let vcpu = try vm.createVCPU(id: UInt32(id))
-            try VCPUSetup.configure(vcpu, supportedCPUID: supportedCPUID, count: UInt32(config.cpus))
+            try VCPUSetup.configure(
+                vcpu, supportedCPUID: supportedCPUID, count: UInt32(config.cpus), tscDeadlineTimer: tscDeadlineTimer)
             vcpus.append(vcpu)
         }
         self.vcpus = vcpus

@@ -8,9 +8,16 @@ public enum VCPUSetup {
     static let hypervisorBit: UInt32 = 1 << 31
     /// Leaf 1 EDX: hyper-threading (more than one logical processor per package).
     static let httBit: UInt32 = 1 << 28
+    /// Leaf 1 ECX: the local APIC's TSC-deadline timer mode. KVM emulates it but does not report
+    /// it in KVM_GET_SUPPORTED_CPUID; the VMM turns it on (KVM_CAP_TSC_DEADLINE_TIMER).
+    static let tscDeadlineBit: UInt32 = 1 << 24
 
-    /// `supported` (from `KVM_GET_SUPPORTED_CPUID`) adjusted for vCPU `id` of `count`.
-    public static func cpuid(_ supported: [CPUIDEntry], id: UInt32, count: UInt32) -> [CPUIDEntry] {
+    /// `supported` (from `KVM_GET_SUPPORTED_CPUID`) adjusted for vCPU `id` of `count`; with
+    /// `tscDeadlineTimer`, the guest may arm its APIC timer by TSC deadline (one MSR write per
+    /// timer event instead of the one-shot count, as Firecracker and crosvm offer it).
+    public static func cpuid(
+        _ supported: [CPUIDEntry], id: UInt32, count: UInt32, tscDeadlineTimer: Bool = false
+    ) -> [CPUIDEntry] {
         let count = max(count, 1)
         let shift = UInt32(32 - (count - 1).leadingZeroBitCount)
         return supported.map { leaf in
@@ -19,6 +26,7 @@ public enum VCPUSetup {
             case 1:
                 leaf.ebx = (leaf.ebx & 0x0000_FFFF) | (id << 24) | (min(count, 255) << 16)
                 leaf.ecx |= hypervisorBit
+                if tscDeadlineTimer { leaf.ecx |= tscDeadlineBit }
                 if count > 1 { leaf.edx |= httBit } else { leaf.edx &= ~httBit }
             case 0xB, 0x1F:
                 // Extended topology: one thread per core, `count` cores in one package.
@@ -54,8 +62,10 @@ public enum VCPUSetup {
     ]
 
     /// Applies CPUID, MSRs, FPU and LAPIC state to `vcpu`.
-    public static func configure(_ vcpu: VCPU, supportedCPUID: [CPUIDEntry], count: UInt32) throws(KVMError) {
-        try vcpu.setCPUID(cpuid(supportedCPUID, id: vcpu.id, count: count))
+    public static func configure(
+        _ vcpu: VCPU, supportedCPUID: [CPUIDEntry], count: UInt32, tscDeadlineTimer: Bool = false
+    ) throws(KVMError) {
+        try vcpu.setCPUID(cpuid(supportedCPUID, id: vcpu.id, count: count, tscDeadlineTimer: tscDeadlineTimer))
         try vcpu.setMSRs(bootMSRs)
         var fpu = kvm_fpu()
         fpu.fcw = 0x37F

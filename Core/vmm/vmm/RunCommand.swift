@@ -169,4 +169,4 @@ struct RunCommand: ParsableCommand {
 }
 
 /// When the process started, for boot-time measurements.
-nonisolated(unsafe) let processStart = Logger.now()
+let processStart = Logger.now()
