@@ -1,8 +1,8 @@
 import Devices
 import GuestMemory
-import VirtioDriver
 import PCI
 import Testing
+import VirtioDriver
 
 @testable import Virtio
 
@@ -294,6 +294,27 @@ struct VirtioPCIDeviceTests {
         driver.write(TransportDriver.msixTable + 16 + 12, 0, 4)
         #expect(signaler.messages.values == [MSIMessage(address: Self.msiAddress, data: 0x41)])
         #expect(driver.read(TransportDriver.msixPBA, 8) == 0)
+    }
+
+    @Test("status shows each queue's position, the ring's event indexes, and a vector held masked and pending")
+    mutating func queueStatus() throws {
+        enableMSIX()
+        driver.write(TransportDriver.msixTable + 16 + 12, 1, 4)  // mask vector 1
+        driver.bringUp(queue, vector: 1)
+        try queue.offer([.writable(try queue.allocate(8), 8)])
+        try queue.offer([.writable(try queue.allocate(8), 8)])
+        try memory.store(UInt16(5), at: queue.availableRing + 4 + 2 * 16)  // used_event
+        try memory.store(UInt16(9), at: queue.usedRing + 4 + 8 * 16)  // avail_event
+        driver.notify(0)
+        let status = try #require(pci.queueStatus.first)
+        #expect(status.ready && status.size == 16)
+        #expect(status.nextAvailable == 2 && status.nextUsed == 2 && status.availableIndex == 2)
+        #expect(status.usedEvent == 5 && status.availableEvent == 9)
+        #expect(status.vector == 1 && status.vectorMasked && status.vectorPending)
+        #expect(status.json.contains(#""used_event":5,"avail_event":9,"vector":1,"vector_masked":true"#))
+        driver.write(TransportDriver.msixTable + 16 + 12, 0, 4)
+        let unmasked = try #require(pci.queueStatus.first)
+        #expect(!unmasked.vectorMasked && !unmasked.vectorPending)
     }
 
     @Test("notifies are ignored before DRIVER_OK, for disabled queues and for queues that do not exist")

@@ -21,7 +21,7 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 tracing=/sys/kernel/debug/tracing
 if [[ $flags == *trace* ]]; then
   echo 2048 >$tracing/buffer_size_kb
-  for event in kvm_exit kvm_inj_exception kvm_inj_virq kvm_page_fault kvm_emulate_insn kvm_msr kvm_apic_accept_irq kvm_fpu kvm_cr kvm_userspace_exit; do
+  for event in kvm_exit kvm_inj_exception kvm_inj_virq kvm_page_fault kvm_emulate_insn kvm_userspace_exit; do
     [ -d $tracing/events/kvm/$event ] && echo 1 >$tracing/events/kvm/$event/enable
   done
   echo 1 >$tracing/tracing_on
@@ -84,7 +84,7 @@ for variant in $kinds; do
   rm -f "$work/serial.log"
   case $kind in
     vmm) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
-      --params "$params" --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
+      --params "$params" --socket "$work/control.sock" --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
       -append "console=ttyS0 $params" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
@@ -100,8 +100,18 @@ for variant in $kinds; do
       echo 1 >$tracing/tracing_on
     fi
     start=$(now_ms)
-    (preamble "$kind" 1235; head -c "${mib}M" /dev/zero) | $(connect "$kind" 1235) >/dev/null
+    (preamble "$kind" 1235; head -c "${mib}M" /dev/zero) | timeout 120 $(connect "$kind" 1235) >/dev/null
+    status=$?
     ms=$(( $(now_ms) - start ))
+    if [ "$status" = 124 ]; then
+      # A stalled stream: what the device holds (queues, credit, each stream), then the guest.
+      echo "$variant run $run: the transfer stalled for 120 s; the VMM's state and the guest's console:"
+      [ "$kind" = vmm ] && vmm status "$work/control.sock" | sed 's/{"ready"/\n  {"ready"/g; s/"connections"/\n  "connections"/'
+      echo "does the guest still answer on another stream (its interrupt counts)?"
+      timeout 30 bash -c "$(declare -f preamble connect guest_counters); work=$work; guest_counters $kind" || echo "  no answer"
+      tr -d '\r' <"$work/serial.log" | tail -n 40
+      break
+    fi
     if [[ $flags == *exits* ]]; then
       echo 0 >$tracing/tracing_on
       for event in kvm_exit kvm_mmio kvm_pio kvm_msr; do echo 0 >$tracing/events/kvm/$event/enable; done

@@ -76,6 +76,17 @@ public final class MSIXTable: Sendable {
     /// Whether MSI-X is enabled (the device must not use INTx then).
     public var isEnabled: Bool { state.withLock { $0.enabled } }
 
+    /// Whether `vector` is masked (by its entry or the whole function) and whether it waits
+    /// pending, for `vmm status`; nil for a vector the table does not have.
+    public func vectorState(_ vector: Int) -> (masked: Bool, pending: Bool)? {
+        state.withLock { state in
+            guard vector >= 0, vector < state.entries.count else { return nil }
+            let masked =
+                !state.enabled || state.functionMasked || state.entries[vector].control & Self.vectorMasked != 0
+            return (masked, state.pending[vector])
+        }
+    }
+
     /// Fires `vector`, or marks it pending while masked. Out-of-range vectors are ignored.
     public func trigger(_ vector: Int) {
         let message = state.withLock { state -> (UInt64, UInt32)? in

@@ -11,10 +11,17 @@ extension VirtioPCIDevice {
         public var nextAvailable, nextUsed: UInt16
         /// The driver's available index and flags as they are in guest memory now.
         public var availableIndex, availableFlags: UInt16
+        /// With event indexes: the used index the driver wants an interrupt after (its
+        /// used_event), and the available index the device asked to be kicked at (avail_event).
+        public var usedEvent, availableEvent: UInt16
+        /// The queue's MSI-X vector, and whether it is masked or has an interrupt pending: a
+        /// stream that stopped with used buffers the driver never took shows here.
+        public var vector: UInt16
+        public var vectorMasked, vectorPending: Bool
 
         /// `{"ready":true,"size":256,...}`.
         public var json: String {
-            #"{"ready":\#(ready),"size":\#(size),"next_avail":\#(nextAvailable),"next_used":\#(nextUsed),"avail_idx":\#(availableIndex),"avail_flags":\#(availableFlags)}"#
+            #"{"ready":\#(ready),"size":\#(size),"next_avail":\#(nextAvailable),"next_used":\#(nextUsed),"avail_idx":\#(availableIndex),"avail_flags":\#(availableFlags),"used_event":\#(usedEvent),"avail_event":\#(availableEvent),"vector":\#(vector),"vector_masked":\#(vectorMasked),"vector_pending":\#(vectorPending)}"#
         }
     }
 
@@ -22,13 +29,18 @@ extension VirtioPCIDevice {
     public var queueStatus: [QueueStatus] {
         state.withLock { state in
             state.queues.map { queue in
-                let ringReadable = queue.ready && queue.availableRing != 0
+                let ringReadable = queue.ready && queue.availableRing != 0 && queue.usedRing != 0
+                func load(_ address: UInt64) -> UInt16 {
+                    ringReadable ? (try? memory.load(UInt16.self, at: address)) ?? 0 : 0
+                }
+                let vector = msix.vectorState(Int(queue.msixVector))
                 return QueueStatus(
                     ready: queue.ready, size: queue.size, nextAvailable: queue.nextAvailable,
-                    nextUsed: queue.nextUsed,
-                    availableIndex: ringReadable
-                        ? (try? memory.load(UInt16.self, at: queue.availableRing + 2)) ?? 0 : 0,
-                    availableFlags: ringReadable ? (try? memory.load(UInt16.self, at: queue.availableRing)) ?? 0 : 0)
+                    nextUsed: queue.nextUsed, availableIndex: load(queue.availableRing + 2),
+                    availableFlags: load(queue.availableRing),
+                    usedEvent: load(queue.availableRing + 4 + 2 * UInt64(queue.size)),
+                    availableEvent: load(queue.usedRing + 4 + 8 * UInt64(queue.size)), vector: queue.msixVector,
+                    vectorMasked: vector?.masked ?? true, vectorPending: vector?.pending ?? false)
             }
         }
     }
