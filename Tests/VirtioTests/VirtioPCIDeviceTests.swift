@@ -311,6 +311,8 @@ struct VirtioPCIDeviceTests {
         #expect(status.nextAvailable == 2 && status.nextUsed == 2 && status.availableIndex == 2)
         #expect(status.usedEvent == 5 && status.availableEvent == 9)
         #expect(status.vector == 1 && status.vectorMasked && status.vectorPending)
+        // Without event indexes every notify that used buffers wants an interrupt.
+        #expect(status.signalledUsed == 2 && status.interrupts == 1)
         #expect(status.json.contains(#""used_event":5,"avail_event":9,"vector":1,"vector_masked":true"#))
         driver.write(TransportDriver.msixTable + 16 + 12, 0, 4)
         let unmasked = try #require(pci.queueStatus.first)

@@ -37,7 +37,9 @@ socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork OPEN:/dev/null &
 socat VSOCK-LISTEN:1237,reuseaddr,fork SYSTEM:'cat /proc/interrupts /proc/stat' &
 sleep 1
 echo PROFILE-READY
-while true; do sleep 1; done
+# Every 10 s, the vsock interrupt counts on the console: after a stall they tell an interrupt
+# that never arrived from one the guest took and did nothing with.
+while true; do sleep 10; echo "interrupts at $(cut -d' ' -f1 /proc/uptime) s: $(grep -E 'virtio.*(rx|tx|virtqueues)' /proc/interrupts | tr -s ' ' | cut -d' ' -f2-4,7 | tr '\n' ' ')"; done
 INIT
 INITRAMFS_BINARIES=$(command -v socat) make_initramfs "$work/initrd.gz" "$work/init" virtio_pci vmw_vsock_virtio_transport
 
@@ -107,6 +109,7 @@ for variant in $kinds; do
       # A stalled stream: what the device holds (queues, credit, each stream), then the guest.
       echo "$variant run $run: the transfer stalled for 120 s; the VMM's state and the guest's console:"
       [ "$kind" = vmm ] && vmm status "$work/control.sock" | sed 's/{"ready"/\n  {"ready"/g; s/"connections"/\n  "connections"/'
+      grep -v '^\[' "$work/vmm.log" 2>/dev/null | tail -n 5
       echo "does the guest still answer on another stream (its interrupt counts)?"
       timeout 30 bash -c "$(declare -f preamble connect guest_counters); work=$work; guest_counters $kind" || echo "  no answer"
       tr -d '\r' <"$work/serial.log" | tail -n 40

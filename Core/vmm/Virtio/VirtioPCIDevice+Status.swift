@@ -18,10 +18,14 @@ extension VirtioPCIDevice {
         /// stream that stopped with used buffers the driver never took shows here.
         public var vector: UInt16
         public var vectorMasked, vectorPending: Bool
+        /// The used index when the device last decided whether to interrupt, and when it last
+        /// did; how many interrupts it has raised for this queue.
+        public var checkedUsed, signalledUsed: UInt16
+        public var interrupts: UInt64
 
         /// `{"ready":true,"size":256,...}`.
         public var json: String {
-            #"{"ready":\#(ready),"size":\#(size),"next_avail":\#(nextAvailable),"next_used":\#(nextUsed),"avail_idx":\#(availableIndex),"avail_flags":\#(availableFlags),"used_event":\#(usedEvent),"avail_event":\#(availableEvent),"vector":\#(vector),"vector_masked":\#(vectorMasked),"vector_pending":\#(vectorPending)}"#
+            #"{"ready":\#(ready),"size":\#(size),"next_avail":\#(nextAvailable),"next_used":\#(nextUsed),"avail_idx":\#(availableIndex),"avail_flags":\#(availableFlags),"used_event":\#(usedEvent),"avail_event":\#(availableEvent),"vector":\#(vector),"vector_masked":\#(vectorMasked),"vector_pending":\#(vectorPending),"checked_used":\#(checkedUsed),"signalled_used":\#(signalledUsed),"interrupts":\#(interrupts)}"#
         }
     }
 
@@ -40,7 +44,9 @@ extension VirtioPCIDevice {
                     availableFlags: load(queue.availableRing),
                     usedEvent: load(queue.availableRing + 4 + 2 * UInt64(queue.size)),
                     availableEvent: load(queue.usedRing + 4 + 8 * UInt64(queue.size)), vector: queue.msixVector,
-                    vectorMasked: vector?.masked ?? true, vectorPending: vector?.pending ?? false)
+                    vectorMasked: vector?.masked ?? true, vectorPending: vector?.pending ?? false,
+                    checkedUsed: queue.checkedUsed, signalledUsed: queue.signalledUsed, interrupts: queue.interruptCount
+                )
             }
         }
     }

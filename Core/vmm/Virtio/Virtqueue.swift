@@ -32,7 +32,11 @@ public struct Virtqueue: Sendable {
     /// instead of the ring flags.
     public var eventIndex = false
     /// ``nextUsed`` when ``wantsInterrupt(memory:)`` last decided (event-index mode).
-    private var checkedUsed: UInt16 = 0
+    public private(set) var checkedUsed: UInt16 = 0
+    /// ``nextUsed`` when ``wantsInterrupt(memory:)`` last said yes, and how many times it has
+    /// (for `vmm status`: whether a stream that stopped was last told of its buffers).
+    public private(set) var signalledUsed: UInt16 = 0
+    public private(set) var interruptCount: UInt64 = 0
 
     public init(maxSize: UInt16) {
         self.maxSize = maxSize
@@ -140,6 +144,15 @@ public struct Virtqueue: Sendable {
     /// with event indexes, when they pass its used_event (vring_need_event); otherwise unless
     /// it set VIRTQ_AVAIL_F_NO_INTERRUPT.
     public mutating func wantsInterrupt(memory: GuestMemory) -> Bool {
+        let wanted = driverWantsInterrupt(memory: memory)
+        if wanted {
+            signalledUsed = nextUsed
+            interruptCount &+= 1
+        }
+        return wanted
+    }
+
+    private mutating func driverWantsInterrupt(memory: GuestMemory) -> Bool {
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndex {
             let previous = checkedUsed
