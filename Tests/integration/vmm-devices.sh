@@ -91,6 +91,8 @@ check "status reports a running VM as JSON" bash -c "vmm status $work/ctl | grep
 check "the running vmm is sandboxed: seccomp filter, no_new_privs, no capabilities" bash -c "grep -q '^Seccomp:[[:space:]]*2' /proc/$vmm_pid/status && grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$vmm_pid/status && grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/$vmm_pid/status"
 check "every vmm thread has no capabilities" bash -c "for t in /proc/$vmm_pid/task/*; do grep -q '^CapEff:[[:space:]]*0000000000000000' \$t/status || exit 1; done"
 check "the queue doorbells are served by ioeventfds" bash -c "vmm status $work/ctl | grep -Eq '\"ioeventfds\":[1-9]'"
+check "status shows each vCPU's activity: in KVM_RUN or not, its exits, the last one" \
+  bash -c "vmm status $work/ctl | grep -Eq '\"vcpu_activity\":\[\{\"id\":0,\"in_kvm_run\":(true|false),\"exits\":[1-9][0-9]*,\"last_exit\":\"[a-z-]+ 0x[0-9a-f]+\"\}\]'"
 check "pause stops the guest's clock of ticks" bash -c "vmm pause $work/ctl | grep -q paused && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$a -eq \$b ]"
 check "status says paused" bash -c "vmm status $work/ctl | grep -q '\"state\":\"paused\"'"
 check "resume lets it run again" bash -c "vmm resume $work/ctl | grep -q running && a=\$(grep -c tick $work/serial.log) && sleep 3 && b=\$(grep -c tick $work/serial.log) && echo \$a \$b && [ \$b -gt \$a ]"

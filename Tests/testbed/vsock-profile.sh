@@ -110,6 +110,17 @@ for variant in $kinds; do
       echo "$variant run $run: the transfer stalled for 120 s; the VMM's state and the guest's console:"
       [ "$kind" = vmm ] && vmm status "$work/control.sock" | sed 's/{"ready"/\n  {"ready"/g; s/"connections"/\n  "connections"/'
       grep -v '^\[' "$work/vmm.log" 2>/dev/null | tail -n 5
+      # Each VMM thread: scheduler state, where it sleeps, CPU ticks now and 2 s later, and the
+      # kernel stack of a vCPU thread (in KVM_RUN or blocked in the VMM?).
+      for pass in 1 2; do
+        for t in /proc/"$vm"/task/*; do
+          echo "  $(cat "$t/comm") state $(cut -d' ' -f3 "$t/stat") wchan $(cat "$t/wchan" 2>/dev/null) ticks $(cut -d' ' -f14,15 "$t/stat")"
+        done
+        [ "$pass" = 1 ] && sleep 2
+      done
+      for t in /proc/"$vm"/task/*; do
+        [[ $(cat "$t/comm") == vcpu* ]] && { echo "  $(cat "$t/comm") kernel stack:"; sed 's/^/    /' "$t/stack" 2>/dev/null | head -n 12; }
+      done
       echo "does the guest still answer on another stream (its interrupt counts)?"
       timeout 30 bash -c "$(declare -f preamble connect guest_counters); work=$work; guest_counters $kind" || echo "  no answer"
       tr -d '\r' <"$work/serial.log" | tail -n 40

@@ -46,6 +46,8 @@ public final class Machine: Sendable {
     static let pciWindowStart: UInt64 = GuestMemory.mmioHoleStart
     static let pciSlotSpacing: UInt64 = 1 << 20
     let vcpus: [VCPU]
+    /// Per vCPU: inside KVM_RUN or not, exits, the last one (for `vmm status`).
+    let vcpuActivity: [VCPUActivity]
     let serial: Serial8250
     let log: Logger
     private let exitReason = Mutex<ExitReason?>(nil)
@@ -119,6 +121,7 @@ public final class Machine: Sendable {
             vcpus.append(vcpu)
         }
         self.vcpus = vcpus
+        vcpuActivity = vcpus.map { VCPUActivity(id: $0.id) }
         // Only the bootstrap processor starts (in long mode for a bzImage, 32-bit protected mode
         // for PVH); the others wait for INIT/SIPI from it.
         try BootCPU.start(vcpus[0], memory: memory, entry: entry)
@@ -324,11 +327,12 @@ public final class Machine: Sendable {
     var isStopping: Bool { exitReason.withLock { $0 != nil } }
 
     private func runLoop(_ vcpu: VCPU) {
+        let activity = vcpuActivity[Int(vcpu.id)]
         while !isStopping {
             gate.parkIfPaused()
             if isStopping { break }
             do {
-                try handle(vcpu.run(), on: vcpu)
+                try handle(activity.running { try vcpu.run() }, on: vcpu)
             } catch {
                 stop(.crashed("vCPU \(vcpu.id): \(error)"))
             }
@@ -380,7 +384,7 @@ public final class Machine: Sendable {
             return #"{"ok":true,"state":"\#(stateName)"}"#
         case "status":
             return
-                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount)\#(netStatus)\#(vsockStatus)}"#
+                #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount),"vcpu_activity":[\#(vcpuActivity.map(\.json).joined(separator: ","))]\#(netStatus)\#(vsockStatus)}"#
         default:
             let shown = String(command.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" })
             return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume or status"}"#
