@@ -24,14 +24,14 @@ final class VCPUActivity: Sendable {
     }
 
     private static func code(_ exit: VCPUExit) -> UInt64 {
-        let (kind, where_): (UInt64, UInt64)
+        let (kind, location): (UInt64, UInt64)
         switch exit {
-        case .io(let port, let isWrite, _, _, _): (kind, where_) = (isWrite ? 1 : 2, UInt64(port))
-        case .mmio(let address, let isWrite, _): (kind, where_) = (isWrite ? 3 : 4, address)
-        case .interrupted: (kind, where_) = (5, 0)
-        default: (kind, where_) = (6, 0)
+        case .io(let port, let isWrite, _, _, _): (kind, location) = (isWrite ? 1 : 2, UInt64(port))
+        case .mmio(let address, let isWrite, _): (kind, location) = (isWrite ? 3 : 4, address)
+        case .interrupted: (kind, location) = (5, 0)
+        default: (kind, location) = (6, 0)
         }
-        return kind << 56 | (where_ & 0x00FF_FFFF_FFFF_FFFF)
+        return kind << 56 | (location & 0x00FF_FFFF_FFFF_FFFF)
     }
 
     /// `{"id":0,"in_kvm_run":true,"exits":N,"last_exit":"io-write 0x3f8"}`.
