@@ -2,9 +2,9 @@ import CLinux
 import EventLoop
 import Foundation
 import GuestMemory
-import VirtioDriver
 import Synchronization
 import Testing
+import VirtioDriver
 
 @testable import Virtio
 

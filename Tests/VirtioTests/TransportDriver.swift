@@ -1,6 +1,6 @@
 import GuestMemory
-import VirtioDriver
 import PCI
+import VirtioDriver
 
 @testable import Virtio
 

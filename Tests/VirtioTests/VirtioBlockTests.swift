@@ -1,7 +1,7 @@
 import Foundation
 import GuestMemory
-import VirtioDriver
 import Testing
+import VirtioDriver
 
 @testable import Virtio
 

@@ -1,6 +1,6 @@
 import GuestMemory
-import VirtioDriver
 import Testing
+import VirtioDriver
 
 @testable import Virtio
 

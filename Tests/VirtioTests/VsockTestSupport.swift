@@ -1,9 +1,9 @@
 import EventLoop
 import Foundation
 import GuestMemory
-import VirtioDriver
 import Synchronization
 import Testing
+import VirtioDriver
 
 @testable import Virtio
 
