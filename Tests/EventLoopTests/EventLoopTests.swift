@@ -113,3 +113,87 @@ struct EventLoopTests {
         loop.stop()
     }
 }
+
+@Suite("LoopSignal")
+struct LoopSignalTests {
+    func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<200 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    @Test("raised from another thread, the work runs on the loop's thread")
+    func fromOutside() throws {
+        let loop = try EventLoop(name: "test-loop")
+        let signal = try LoopSignal()
+        let runs = Atomic<Int>(0)
+        let onLoop = Atomic<Bool>(true)
+        try loop.add(signal) {
+            if !loop.isCurrentThread { onLoop.store(false, ordering: .relaxed) }
+            runs.add(1, ordering: .relaxed)
+        }
+        try loop.start()
+        #expect(!loop.isCurrentThread)
+        signal.raise()
+        #expect(eventually { runs.load(ordering: .relaxed) == 1 })
+        signal.raise()
+        #expect(eventually { runs.load(ordering: .relaxed) == 2 })
+        loop.stop()
+        let allOnLoop = onLoop.load(ordering: .relaxed)
+        #expect(allOnLoop)
+    }
+
+    @Test("raised on the loop's thread, the work runs after the handler, once per batch, with no eventfd write")
+    func fromInside() throws {
+        let loop = try EventLoop(name: "test-loop")
+        let signal = try LoopSignal()
+        let trigger = try EventFD()
+        let order = Mutex<[String]>([])
+        try loop.add(signal) { order.withLock { $0.append("work") } }
+        try loop.add(trigger.fd) {
+            trigger.drain()
+            signal.raise()
+            signal.raise()  // still queued: adds nothing
+            order.withLock { $0.append("handler") }
+            return .keep
+        }
+        try loop.start()
+        trigger.signal()
+        #expect(eventually { order.withLock { $0.count } == 2 })
+        usleep(50_000)
+        #expect(order.withLock { $0 } == ["handler", "work"])
+        trigger.signal()
+        #expect(eventually { order.withLock { $0.count } == 4 })
+        loop.stop()
+        // Raised on the loop's thread only: its eventfd was never written.
+        #expect(signal.takeEventfdWakeups() == 0)
+    }
+
+    @Test("work that raises its own signal runs again on the next turn, not in a loop without waiting")
+    func reraise() throws {
+        let loop = try EventLoop(name: "test-loop")
+        let signal = try LoopSignal()
+        let trigger = try EventFD()
+        let runs = Atomic<Int>(0)
+        let triggered = Atomic<Int>(0)
+        try loop.add(signal) {
+            if runs.add(1, ordering: .relaxed).newValue < 5 { signal.raise() }
+        }
+        try loop.add(trigger.fd) {
+            trigger.drain()
+            triggered.add(1, ordering: .relaxed)
+            if triggered.load(ordering: .relaxed) == 1 { signal.raise() }
+            return .keep
+        }
+        try loop.start()
+        trigger.signal()
+        #expect(eventually { runs.load(ordering: .relaxed) == 5 })
+        // Descriptors are still served between the rounds.
+        trigger.signal()
+        #expect(eventually { triggered.load(ordering: .relaxed) == 2 })
+        loop.stop()
+        #expect(runs.load(ordering: .relaxed) == 5)
+    }
+}

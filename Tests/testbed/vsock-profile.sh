@@ -4,7 +4,8 @@
 # to a guest sink, and the script prints the transfer's rate, the testbed's CPU time split (user,
 # system, idle, softirq), each VMM thread's CPU time, KVM's exit counts for the VM (debugfs) and
 # the guest's interrupt counts, all as deltas over the transfer. KINDS (default "vmm qemu") may
-# add guest kernel parameters to a VMM with "+", e.g. "vmm vmm+no-kvmapf+nopv"; RUNS transfers
+# add guest kernel parameters to a VMM with "+", e.g. "vmm vmm+no-kvmapf+nopv" ("+bigbuf" gives vmm's
+# host client a larger socket send buffer instead); RUNS transfers
 # are made in each VM (default 2), and a VM that dies has its log and console printed.
 #   TESTBED_EXTRA_PACKAGES=qemu-system-x86 tools/testbed run Tests/testbed/vsock-profile.sh [MIB [KINDS [RUNS [FLAGS]]]]
 lib=$(dirname "$0")/lib.sh; [ -f "$lib" ] || lib=$(dirname "$0")/../integration/lib.sh
@@ -17,7 +18,10 @@ work=$(mktemp -d)
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 # FLAGS (comma-separated): "quick" measures only the rate (no counters: many runs, to see whether
 # a VM dies); "trace" records KVM's exits and injections and prints the last of them when a VM dies;
-# "exits" traces each transfer and counts KVM's exits by reason and MMIO and port accesses by address.
+# "exits" traces each transfer and counts KVM's exits by reason and MMIO and port accesses by address;
+# "perf" samples the VMM's device thread (vmm) or vhost's kernel thread (QEMU) during each transfer
+# and prints where it spends its time (needs linux-perf in TESTBED_EXTRA_PACKAGES); "info" prints
+# what each guest kernel found (clock source, CPU flags, paravirtual features).
 tracing=/sys/kernel/debug/tracing
 if [[ $flags == *trace* ]]; then
   echo 2048 >$tracing/buffer_size_kb
@@ -32,10 +36,14 @@ cat >"$work/init" <<'INIT'
 export PATH=/usr/bin:/bin:/sbin
 mount -t proc proc /proc
 mount -t devtmpfs dev /dev
+mount -t sysfs sys /sys
 modprobe virtio_pci; modprobe vmw_vsock_virtio_transport
 socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork OPEN:/dev/null &
 socat VSOCK-LISTEN:1237,reuseaddr,fork SYSTEM:'cat /proc/interrupts /proc/stat' &
 sleep 1
+echo "GUEST-INFO clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) of $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource)"
+echo "GUEST-INFO cpu flags $(grep -m1 '^flags' /proc/cpuinfo)"
+dmesg | grep -iE 'clocksource|tsc|kvm|paravirt|x2apic|apic|hypervisor|spinlock|steal|pv' | sed 's/^/GUEST-INFO /'
 echo PROFILE-READY
 # Every 10 s, the vsock interrupt counts on the console: after a stall they tell an interrupt
 # that never arrived from one the guest took and did nothing with.
@@ -44,9 +52,10 @@ INIT
 INITRAMFS_BINARIES=$(command -v socat) make_initramfs "$work/initrd.gz" "$work/init" virtio_pci vmw_vsock_virtio_transport
 
 now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+sndbuf=
 connect() {
   case $1 in
-    vmm) echo "socat -t 60 -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
+    vmm) echo "socat -t 60 -b 65536 - UNIX-CONNECT:$work/vsock.sock$sndbuf" ;;
     qemu) echo "socat -t 60 -b 65536 - VSOCK-CONNECT:4:$2" ;;
   esac
 }
@@ -82,6 +91,10 @@ report() {
 for variant in $kinds; do
   kind=${variant%%+*}
   params="quiet"; [ "$kind" = "$variant" ] || params="quiet ${variant#*+}"; params=${params//+/ }
+  # "+bigbuf" is not a kernel parameter: vmm's host client gets a 2 MiB send buffer (a Unix
+  # socket's default is about 208 KiB, and its writer wakes only once under a quarter is queued).
+  sndbuf=; [[ $params == *bigbuf* ]] && { sysctl -qw net.core.wmem_max=4194304; sndbuf=,sndbuf=2097152; }
+  params=${params//bigbuf/}
   if [ "$kind" = qemu ]; then modprobe vhost_vsock; else modprobe -r vhost_vsock 2>/dev/null; fi
   rm -f "$work/serial.log"
   case $kind in
@@ -93,6 +106,7 @@ for variant in $kinds; do
   esac
   vm=$!
   for i in $(seq 120); do grep -q PROFILE-READY "$work/serial.log" 2>/dev/null && break; sleep 0.5; done
+  [[ $flags == *info* ]] && tr -d '\r' <"$work/serial.log" | grep GUEST-INFO | sed "s/^/$variant /" | cut -c1-2000
   for run in $(seq "$runs"); do
     [[ $flags == *quick* ]] || { guest_counters "$kind"; host_counters "$vm"; } >"$work/before" 2>/dev/null
     if [[ $flags == *exits* ]]; then
@@ -100,6 +114,15 @@ for variant in $kinds; do
       echo >$tracing/trace
       for event in kvm_exit kvm_mmio kvm_pio kvm_msr; do echo 1 >$tracing/events/kvm/$event/enable; done
       echo 1 >$tracing/tracing_on
+    fi
+    if [[ $flags == *perf* ]]; then
+      sampled=$(for t in /proc/"$vm"/task/*; do [ "$(cat "$t/comm")" = devices ] && echo "${t##*/}"; done; pgrep -x "vhost-$vm")
+      perf record -q -e cpu-clock -F 2000 -g -o "$work/perf.data" -t "$(echo $sampled | tr ' ' ,)" 2>"$work/perf.log" &
+      perf_pid=$!
+      events=$(for c in readv read write epoll_wait epoll_ctl ioctl sendmsg recvmsg; do printf 'syscalls:sys_enter_%s,' $c; done)
+      perf stat -x, -e "${events%,}" -o "$work/perf.stat" -t "$(echo $sampled | tr ' ' ,)" 2>/dev/null &
+      stat_pid=$!
+      [ "$kind" = vmm ] && vmm status "$work/control.sock" >"$work/status.before"
     fi
     start=$(now_ms)
     (preamble "$kind" 1235; head -c "${mib}M" /dev/zero) | timeout 120 $(connect "$kind" 1235) >/dev/null
@@ -136,6 +159,24 @@ for variant in $kinds; do
         /kvm_msr:/ { for (i = 1; i <= NF; i++) if ($i == "msr_write" || $i == "msr_read") { n[$i " " $(i + 1)]++ } }
         END { for (k in n) printf "    %8d %s\n", n[k], k }' $tracing/trace | sort -rn | head -n 25
       grep -c . $tracing/trace | sed 's/^/  trace lines: /'
+    fi
+    if [[ $flags == *perf* ]]; then
+      kill -INT "$perf_pid" "$stat_pid"; wait "$perf_pid" "$stat_pid"
+      echo "  the sampled thread's system calls:"
+      grep syscalls "$work/perf.stat" | awk -F, '{ printf "    %10s %s\n", $1, $3 }'
+      if [ "$kind" = vmm ]; then
+        echo "  each queue's used index and interrupts, before and after:"
+        vmm status "$work/control.sock" >"$work/status.after"
+        for f in before after; do
+          echo "    $f: $(grep -o '{"ready"[^}]*}' "$work/status.$f" | sed 's/.*"next_used":\([0-9]*\).*"interrupts":\([0-9]*\).*/used \1 irq \2;/' | tr '\n' ' ')"
+        done
+      fi
+      echo "  by object:"; perf report -q -i "$work/perf.data" --no-children --sort dso -g none 2>/dev/null | grep "%" | head -n 6
+      echo "  where the device thread's time goes (perf, cpu-clock samples, by symbol):"
+      perf report -q -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null | grep '%' | head -n 45 | cut -c1-160
+      echo "  by caller chain (top):"
+      perf report -q -i "$work/perf.data" --children --sort sym -g none 2>/dev/null | grep '%' | head -n 30 | cut -c1-160
+      tail -n 3 "$work/perf.log"
     fi
     [[ $flags == *quick* ]] || { host_counters "$vm"; guest_counters "$kind"; } >"$work/after" 2>/dev/null
     echo "$variant run $run: $mib MiB host→guest in $ms ms: $(( mib * 1000 / (ms + 1) )) MiB/s"

@@ -24,6 +24,10 @@ public final class EventLoop: Sendable {
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         public static let readable = Interest(rawValue: EPOLLIN.rawValue)
         public static let writable = Interest(rawValue: EPOLLOUT.rawValue)
+        /// Report readiness once per change (each arrival of data, each freeing of room, the
+        /// peer's end) instead of for as long as it lasts: the handler must remember it until
+        /// a read or write comes up short, and the interest need not change as it does.
+        public static let edgeTriggered = Interest(rawValue: EPOLLET.rawValue)
     }
 
     /// What a descriptor reported: readable and writable as asked, plus hang-up and error
@@ -53,6 +57,10 @@ public final class EventLoop: Sendable {
         ([:], 1))
     private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<HostThread?>(nil)
+    /// The loop thread's pthread_t once it runs (0 before).
+    private let loopThread = Atomic<UInt>(0)
+    /// Signals raised on the loop's own thread, run after the current batch of handlers.
+    private let raised = Mutex<[LoopSignal]>([])
     let name: String
 
     public init(name: String) throws(EventLoopError) {
@@ -124,6 +132,16 @@ public final class EventLoop: Sendable {
         }?.join()
     }
 
+    /// Whether the caller runs on the loop's thread.
+    public var isCurrentThread: Bool {
+        loopThread.load(ordering: .relaxed) == UInt(pthread_self())
+    }
+
+    /// Queues `signal` to fire after the current batch (called on the loop's thread).
+    func runAfterBatch(_ signal: LoopSignal) {
+        raised.withLock { $0.append(signal) }
+    }
+
     static func epollEvents(_ interest: Interest) -> UInt32 {
         interest.rawValue | (interest.contains(.readable) ? EPOLLRDHUP.rawValue : 0)
     }
@@ -142,10 +160,14 @@ public final class EventLoop: Sendable {
     }
 
     private func run() {
+        loopThread.store(UInt(pthread_self()), ordering: .relaxed)
         var events = [epoll_event](repeating: epoll_event(), count: 32)
+        var signals: [LoopSignal] = []
         while !stopping.load(ordering: .sequentiallyConsistent) {
+            // Signals still queued (raised by the last ones run) only look for ready descriptors.
+            let timeout: Int32 = raised.withLock { $0.isEmpty } ? -1 : 0
             let count = events.withUnsafeMutableBufferPointer {
-                epoll_wait(epoll, $0.baseAddress, Int32($0.count), -1)
+                epoll_wait(epoll, $0.baseAddress, Int32($0.count), timeout)
             }
             if count < 0 {
                 if errno == EINTR { continue }
@@ -163,6 +185,10 @@ public final class EventLoop: Sendable {
                 }
                 if case .remove = watched.handler(Readiness(rawValue: event.events)) { remove(fd) }
             }
+            // One round of the signals the handlers raised; what these raise waits for the next.
+            raised.withLock { swap(&$0, &signals) }
+            for signal in signals { signal.fire() }
+            signals.removeAll(keepingCapacity: true)
         }
     }
 }

@@ -100,7 +100,7 @@ public final class VirtioNet: EventLoopDevice {
                     // take everything, and leaves the TAP alone if the guest has no buffers.
                     self.state.withLock { self.watch(false, &$0) }
                     // No lock is held here, so the queue is served directly (vsock's socket
-                    // handlers hold its lock, hence its eventfd kick).
+                    // handlers hold its lock, hence its loop signal).
                     notify(Self.receiveQueue)
                     return .keep
                 }

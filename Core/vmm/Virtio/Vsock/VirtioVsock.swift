@@ -73,9 +73,11 @@ public final class VirtioVsock: EventLoopDevice {
     /// Per-port listeners: descriptor → (guest port, socket path).
     private let portListeners: [Int32: (port: UInt32, path: String)]
     let state = Mutex(State())
-    private let receiveKick: EventFD
+    /// Serves the receive queue on the device thread: raised there (after transmit packets or a
+    /// host socket's readiness), it costs no system call.
+    private let receiveKick: LoopSignal
     /// Resumes the transmit queue once the replies it was waiting on have gone out.
-    private let transmitKick: EventFD
+    private let transmitKick: LoopSignal
     /// Ticks that expire host connections the guest never answered.
     private let connectTimer: IntervalTimer
     /// This device's wait for the guest to accept a delivered REQUEST.
@@ -102,8 +104,8 @@ public final class VirtioVsock: EventLoopDevice {
         self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
         self.log = log
         do {
-            receiveKick = try EventFD()
-            transmitKick = try EventFD()
+            receiveKick = try LoopSignal()
+            transmitKick = try LoopSignal()
             connectTimer = try IntervalTimer(milliseconds: 500)
             listener = try UnixSocket.listen(at: socketPath)
         } catch {
@@ -141,16 +143,8 @@ public final class VirtioVsock: EventLoopDevice {
     public func start(on loop: EventLoop, notify: @escaping @Sendable (Int) -> Void) throws(VirtioDeviceError) {
         self.loop.withLock { $0 = loop }
         do {
-            try loop.add(receiveKick.fd) { [receiveKick] in
-                receiveKick.drain()
-                notify(Self.receiveQueue)
-                return .keep
-            }
-            try loop.add(transmitKick.fd) { [transmitKick] in
-                transmitKick.drain()
-                notify(Self.transmitQueue)
-                return .keep
-            }
+            try loop.add(receiveKick) { notify(Self.receiveQueue) }
+            try loop.add(transmitKick) { notify(Self.transmitQueue) }
             try loop.add(connectTimer.fd) { [weak self, connectTimer] in
                 connectTimer.drain()
                 self?.expireUnansweredConnects()
@@ -162,7 +156,7 @@ public final class VirtioVsock: EventLoopDevice {
             }
             for (fd, listening) in portListeners {
                 try loop.add(fd) { [weak self, receiveKick] in
-                    if self?.acceptPortClients(fd, guestPort: listening.port) == true { receiveKick.signal() }
+                    if self?.acceptPortClients(fd, guestPort: listening.port) == true { receiveKick.raise() }
                     return .keep
                 }
             }
@@ -226,7 +220,7 @@ public final class VirtioVsock: EventLoopDevice {
             }
             return state.hasPackets || state.connections.values.contains { $0.wantsToSendData }
         }
-        if wake { receiveKick.signal() }
+        if wake { receiveKick.raise() }
         return completed
     }
 
@@ -404,7 +398,7 @@ public final class VirtioVsock: EventLoopDevice {
                         header = state.control.removeFirst()
                     } else {
                         header = state.replies.removeFirst()
-                        if state.replies.count == Self.maxControlBacklog - 1 { transmitKick.signal() }
+                        if state.replies.count == Self.maxControlBacklog - 1 { transmitKick.raise() }
                     }
                     if header.op == VsockHeader.Op.request.rawValue,
                         let fd = state.byKey[
@@ -513,6 +507,9 @@ public final class VirtioVsock: EventLoopDevice {
             }
             return false
         }
+        // A short read emptied the socket (watched edge-triggered, a later arrival is reported
+        // anew), unless its end was reported: then only a read of nothing shows all was read.
+        if n < planned && !connection.hostEndReported { connection.hostReadable = false }
         // Each buffer carries what landed in it; the ones the read did not reach go back.
         var remaining = n
         var used = 0
@@ -601,7 +598,7 @@ public final class VirtioVsock: EventLoopDevice {
             }
             return !expired.isEmpty
         }
-        if wake { receiveKick.signal() }
+        if wake { receiveKick.raise() }
     }
 
     /// Readiness of a connection's host socket, on the loop's thread.
@@ -619,7 +616,9 @@ public final class VirtioVsock: EventLoopDevice {
                 guard state.connections[fd] != nil else { break }
                 if !readiness.isDisjoint(with: [.readable, .peerClosedWriting, .hangUp, .error]) {
                     state.connections[fd]?.hostReadable = true
-                    updateInterest(fd, &state)
+                }
+                if !readiness.isDisjoint(with: [.peerClosedWriting, .hangUp, .error]) {
+                    state.connections[fd]?.hostEndReported = true
                 }
                 if !readiness.isDisjoint(with: [.hangUp, .error]) {
                     // Reported for as long as it is watched: stop watching. What is left to
@@ -632,7 +631,7 @@ public final class VirtioVsock: EventLoopDevice {
             }
             return state.hasPackets || state.connections.values.contains { $0.wantsToSendData }
         }
-        if wake { receiveKick.signal() }
+        if wake { receiveKick.raise() }
     }
 
     /// Reads `CONNECT <port>\n` (at most 32 bytes); on a good line, asks the guest to accept.
@@ -800,9 +799,10 @@ public final class VirtioVsock: EventLoopDevice {
         }
     }
 
-    /// Watch for reading only while the device is not already holding unread data for the
-    /// guest, and for writing only while bytes wait for the host. The loop is told only of a
-    /// change: this runs for every packet, and each telling is a system call.
+    /// Watch an established stream for reading edge-triggered, so that the interest stays put
+    /// as the socket empties and fills (``VsockConnection/hostReadable`` remembers an arrival
+    /// until a read comes up short); for writing only while bytes wait for the host. The loop is
+    /// told only of a change: this runs for every packet, and each telling is a system call.
     private func updateInterest(_ fd: Int32, _ state: inout State) {
         guard let connection = state.connections[fd], let loop = loop.withLock({ $0 }) else { return }
         var interest: EventLoop.Interest = []
@@ -810,8 +810,8 @@ public final class VirtioVsock: EventLoopDevice {
         case .awaitingConnectLine: interest = .readable
         case .connecting: interest = []
         case .established:
-            if !connection.hostReadable && !connection.hostClosedSending && !connection.guestStoppedReceiving {
-                interest.insert(.readable)
+            if !connection.hostClosedSending && !connection.guestStoppedReceiving {
+                interest.formUnion([.readable, .edgeTriggered])
             }
             if !connection.pendingToHost.isEmpty { interest.insert(.writable) }
         }

@@ -53,6 +53,9 @@ struct VsockConnection: Sendable {
     var peerForwardCount: UInt32 = 0
     /// The host socket has data (or EOF) the device has not read yet.
     var hostReadable = false
+    /// The host socket reported its peer's end (or a failure): from then on only a read that
+    /// returns nothing, not a short one, shows that everything was read.
+    var hostEndReported = false
     var hostClosedSending = false
 
     init(fd: Int32, key: VsockConnectionKey?, state: State) {
