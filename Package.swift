@@ -215,7 +215,8 @@ let package = Package(
         .executableTarget(
             name: "seneschal-server",
             dependencies: [
-                "P9", "Sandbox", "CLinux", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "P9", "Sandbox", "CLinux", "EventLoop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Daemons/seneschal/server"),
 

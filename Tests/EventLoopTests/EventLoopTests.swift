@@ -6,6 +6,15 @@ import Testing
     import Glibc
 #endif
 
+/// Waits up to about two seconds for `condition`.
+func eventually(_ condition: () -> Bool) -> Bool {
+    for _ in 0..<200 {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}
+
 @Suite("EventFD")
 struct EventFDTests {
     @Test("signals add up and a drain clears them")
@@ -21,15 +30,6 @@ struct EventFDTests {
 
 @Suite("EventLoop")
 struct EventLoopTests {
-    /// Waits up to about two seconds for `condition`.
-    func eventually(_ condition: () -> Bool) -> Bool {
-        for _ in 0..<200 {
-            if condition() { return true }
-            usleep(10_000)
-        }
-        return condition()
-    }
-
     @Test("a handler runs on the loop thread for each signal of its descriptor")
     func runsHandlers() throws {
         let loop = try EventLoop(name: "test-loop")
@@ -116,14 +116,6 @@ struct EventLoopTests {
 
 @Suite("LoopSignal")
 struct LoopSignalTests {
-    func eventually(_ condition: () -> Bool) -> Bool {
-        for _ in 0..<200 {
-            if condition() { return true }
-            usleep(10_000)
-        }
-        return condition()
-    }
-
     @Test("raised from another thread, the work runs on the loop's thread")
     func fromOutside() throws {
         let loop = try EventLoop(name: "test-loop")

@@ -67,6 +67,8 @@ final class VsockHarness {
     static let rxData: UInt64 = 0x10_0000
     static let txScratch: UInt64 = 0x40_0000
     static let memorySize: UInt64 = 16 << 20
+    /// The send buffer the device asks for on host sockets in tests (the kernel doubles it).
+    static let hostSendBufferBytes: Int32 = 32 << 10
 
     let directory: String
     let socketPath: String
@@ -122,7 +124,10 @@ final class VsockHarness {
         device = try VirtioVsock(
             guestCID: guestCID, socketPath: socketPath,
             portSockets: portSockets.map { ($0, "\(directory)/port-\($0).sock") },
-            connectTimeoutMilliseconds: connectTimeoutMilliseconds
+            connectTimeoutMilliseconds: connectTimeoutMilliseconds,
+            // Small, and the same on every machine (net.core.wmem_max caps the default), so that
+            // a host that reads nothing soon leaves bytes waiting in the device.
+            hostSendBufferBytes: Self.hostSendBufferBytes
         ) { logged.append($0) }
         loop = try EventLoop(name: loopName)
         try loop.start()

@@ -5,7 +5,8 @@
 # system, idle, softirq), each VMM thread's CPU time, KVM's exit counts for the VM (debugfs) and
 # the guest's interrupt counts, all as deltas over the transfer. KINDS (default "vmm qemu") may
 # add guest kernel parameters to a VMM with "+", e.g. "vmm vmm+no-kvmapf+nopv" ("+bigbuf" gives vmm's
-# host client a larger socket send buffer instead); RUNS transfers
+# host client a 2 MiB socket send buffer instead, "+midbuf" the most an unprivileged client gets);
+# RUNS transfers
 # are made in each VM (default 2), and a VM that dies has its log and console printed.
 #   TESTBED_EXTRA_PACKAGES=qemu-system-x86 tools/testbed run Tests/testbed/vsock-profile.sh [MIB [KINDS [RUNS [FLAGS]]]]
 lib=$(dirname "$0")/lib.sh; [ -f "$lib" ] || lib=$(dirname "$0")/../integration/lib.sh
@@ -93,8 +94,11 @@ for variant in $kinds; do
   params="quiet"; [ "$kind" = "$variant" ] || params="quiet ${variant#*+}"; params=${params//+/ }
   # "+bigbuf" is not a kernel parameter: vmm's host client gets a 2 MiB send buffer (a Unix
   # socket's default is about 208 KiB, and its writer wakes only once under a quarter is queued).
+  # "+midbuf" asks for what an unprivileged client can have by default (net.core.wmem_max, which
+  # the kernel doubles: about 416 KiB).
   sndbuf=; [[ $params == *bigbuf* ]] && { sysctl -qw net.core.wmem_max=4194304; sndbuf=,sndbuf=2097152; }
-  params=${params//bigbuf/}
+  [[ $params == *midbuf* ]] && sndbuf=,sndbuf=$(sysctl -n net.core.wmem_max)
+  params=${params//bigbuf/}; params=${params//midbuf/}
   if [ "$kind" = qemu ]; then modprobe vhost_vsock; else modprobe -r vhost_vsock 2>/dev/null; fi
   rm -f "$work/serial.log"
   case $kind in
@@ -144,6 +148,24 @@ for variant in $kinds; do
       for t in /proc/"$vm"/task/*; do
         [[ $(cat "$t/comm") == vcpu* ]] && { echo "  $(cat "$t/comm") kernel stack:"; sed 's/^/    /' "$t/stack" 2>/dev/null | head -n 12; }
       done
+      if [ "$kind" = vmm ]; then
+        # Where each vCPU is, three times a second apart (named from the kernel's System.map when
+        # the guest runs with nokaslr). Reading them takes halted vCPUs out of their wait: if the
+        # guest answers below and did not before, it had missed a wake-up.
+        map=$(ls /boot/System.map-* 2>/dev/null | head -n 1)
+        for i in 1 2 3; do
+          vmm registers "$work/control.sock" | grep -o '"id":[0-9]*,"registers":"[^"]*"' | while read -r line; do
+            rip=$(sed -n 's/.*rip=0x\([0-9a-f]*\).*/\1/p' <<<"$line")
+            symbol=
+            [[ -n $map && $params == *nokaslr* && -n $rip ]] && symbol=$(awk -v rip="$(printf %016s "$rip" | tr ' ' 0)" '
+              # Fixed-width hex compares as text (awk numbers cannot hold 64-bit addresses).
+              function low(s,  i, n) { n = 0; for (i = 9; i <= 16; i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return n }
+              $1 <= rip && $1 > best { best = $1; name = $3 } END { if (name) printf " (%s+0x%x)", name, low(rip) - low(best) }' "$map")
+            echo "  $line$symbol" | cut -c1-300
+          done
+          sleep 1
+        done
+      fi
       echo "does the guest still answer on another stream (its interrupt counts)?"
       timeout 30 bash -c "$(declare -f preamble connect guest_counters); work=$work; guest_counters $kind" || echo "  no answer"
       tr -d '\r' <"$work/serial.log" | tail -n 40

@@ -5,7 +5,7 @@ import EventLoop
 #endif
 
 /// The VM's control socket: a Unix stream socket where each connection sends one command line
-/// (`stop`, `pause`, `resume`, `status`) and reads one JSON line back. Concierge and
+/// (`stop`, `pause`, `resume`, `status`, `registers`) and reads one JSON line back. Concierge and
 /// `vmm stop|pause|resume|status PATH` use it, as crosvm's control socket.
 final class ControlServer: @unchecked Sendable {
     let path: String

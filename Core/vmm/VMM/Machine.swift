@@ -382,13 +382,27 @@ public final class Machine: Sendable {
         case "resume":
             resume()
             return #"{"ok":true,"state":"\#(stateName)"}"#
+        case "registers":
+            return #"{"ok":true,"state":"\#(stateName)","vcpus":[\#(registerReports().joined(separator: ","))]}"#
         case "status":
             return
                 #"{"ok":true,"state":"\#(stateName)","pid":\#(getpid()),"vcpus":\#(config.cpus),"memory_mib":\#(config.memoryMiB),"uptime_ms":\#(log.elapsedMilliseconds),"ioeventfds":\#(ioeventfdCount),"vcpu_activity":[\#(vcpuActivity.map(\.json).joined(separator: ","))]\#(netStatus)\#(vsockStatus)}"#
         default:
             let shown = String(command.prefix(40).filter { $0.isLetter || $0.isNumber || $0 == " " || $0 == "-" })
-            return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume or status"}"#
+            return #"{"ok":false,"error":"unknown command '\#(shown)'; use stop, pause, resume, status or registers"}"#
         }
+    }
+
+    /// Each vCPU's registers, read with the vCPUs out of the guest (paused for the moment when
+    /// the VM runs): where a guest that stopped making progress spins or waits. A halted vCPU is
+    /// taken out of its wait and put back, which also lets it take an interrupt it was not woken
+    /// for (a stall that ends after this pointed at a lost wake-up).
+    func registerReports() -> [String] {
+        guard !isStopping else { return [] }
+        let wasPaused = isPaused
+        if !wasPaused { pause() }
+        defer { if !wasPaused { resume() } }
+        return vcpus.map { #"{"id":\#($0.id),"registers":"\#($0.stateReport())"}"# }
     }
 
     /// `,"net":{...}`: the NIC's address and traffic, when the VM has one.

@@ -56,7 +56,8 @@ enum VMMSandbox {
         filter.refuse("openat", errno: EACCES)
         filter.refuse("open", errno: EACCES)
         filter.allow("prctl", argument: 0, in: [15])  // PR_SET_NAME
-        filter.allow("setsockopt", argument: 2, in: [UInt64(SO_RCVTIMEO)])  // control-socket clients
+        // Control-socket clients' timeouts; vsock host sockets' send buffers.
+        filter.allow("setsockopt", argument: 2, in: [UInt64(SO_RCVTIMEO), UInt64(SO_SNDBUF)])
         // vsock: a guest connection to host port P connects to the Unix socket <path>_P.
         filter.allow("socket", argument: 0, in: [UInt64(AF_UNIX)])
         filter.allow(["connect"])

@@ -5,7 +5,7 @@ import VMM
     import Glibc
 #endif
 
-/// `vmm stop|pause|resume|status SOCKET`: one command to a running VM's control socket; prints
+/// `vmm stop|pause|resume|status|registers SOCKET`: one command to a running VM's control socket; prints
 /// the JSON reply and fails when the VM refused or could not be reached.
 enum ControlCommand {
     static func send(_ command: String, to socket: String) throws {
@@ -43,6 +43,15 @@ struct StatusCommand: ParsableCommand {
         commandName: "status", abstract: "Print a running VM's state as JSON.")
     @Argument(help: "The VM's control socket.") var socket: String
     func run() throws { try ControlCommand.send("status", to: socket) }
+}
+
+struct RegistersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "registers",
+        abstract: "Print each vCPU's registers (instruction and stack pointers, control registers) as JSON.",
+        discussion: "A running VM is paused while they are read and then resumed.")
+    @Argument(help: "The VM's control socket.") var socket: String
+    func run() throws { try ControlCommand.send("registers", to: socket) }
 }
 
 func printError(_ message: String) {

@@ -8,6 +8,7 @@ struct VMMCommand: ParsableCommand {
         abstract: "The vmtools virtual machine monitor: runs one KVM virtual machine per process.",
         subcommands: [
             RunCommand.self, StopCommand.self, PauseCommand.self, ResumeCommand.self, StatusCommand.self,
+            RegistersCommand.self,
             CheckCommand.self,
         ]
     )

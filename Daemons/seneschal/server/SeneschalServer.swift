@@ -6,6 +6,7 @@
 //   seneschal-server --folder DIR --listen-fd 3 --uid U --gid G [--accept-cid CID] [--no-sandbox]
 import ArgumentParser
 import CLinux
+import EventLoop
 import P9
 
 #if canImport(Glibc)
@@ -61,6 +62,7 @@ struct SeneschalServer: ParsableCommand {
             close(readyFd)
         }
         guard isListener else {
+            UnixSocket.enlargeSendBuffer(listenFd)
             let end = server.serve(fd: listenFd)
             say("session ended: \(end)")
             return
@@ -77,6 +79,8 @@ struct SeneschalServer: ParsableCommand {
                 close(client)
                 continue
             }
+            // Replies carry file data into the VM: see UnixSocket.enlargeSendBuffer.
+            UnixSocket.enlargeSendBuffer(client)
             do {
                 try server.serveInBackground(fd: client) { end in say("session ended: \(end)") }
             } catch {

@@ -80,6 +80,7 @@ enum ServerSandbox {
         ])
         filter.allowThreadsOnly()
         filter.allow("prctl", argument: 0, in: [15])  // PR_SET_NAME, for thread names
+        filter.allow("setsockopt", argument: 2, in: [UInt64(SO_SNDBUF)])  // a session's send buffer
         return filter
     }
 }

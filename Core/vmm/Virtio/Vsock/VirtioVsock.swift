@@ -53,6 +53,10 @@ public final class VirtioVsock: EventLoopDevice {
     /// Host ports for host-initiated connections start here (Firecracker's convention: high,
     /// clear of the well-known ports a guest listens on).
     static let firstHostPort: UInt32 = 1 << 30
+    /// The send buffer asked for on host sockets: room for a whole window (``bufferAllocation``)
+    /// of the guest's stream with the kernel's overhead per packet, so that the device rarely
+    /// waits for a host reader to make room (see ``UnixSocket/enlargeSendBuffer(_:to:)``).
+    public static let defaultHostSendBufferBytes: Int32 = 1 << 20
 
     struct State {
         var connections: [Int32: VsockConnection] = [:]
@@ -82,6 +86,8 @@ public final class VirtioVsock: EventLoopDevice {
     private let connectTimer: IntervalTimer
     /// This device's wait for the guest to accept a delivered REQUEST.
     let connectTimeoutMilliseconds: UInt64
+    /// The send buffer asked for on each host socket.
+    let hostSendBufferBytes: Int32
     private let loop = Mutex<EventLoop?>(nil)
     private let log: @Sendable (String) -> Void
 
@@ -90,10 +96,13 @@ public final class VirtioVsock: EventLoopDevice {
     /// - Parameters:
     ///   - connectTimeoutMilliseconds: how long the guest has to accept a host connection once
     ///     it could see the request.
+    ///   - hostSendBufferBytes: the send buffer asked for on each host socket, which the device
+    ///     writes the guest's streams into (the kernel caps it at net.core.wmem_max, doubled).
     ///   - log: told about refused or broken streams.
     public init(
         guestCID: UInt64, socketPath: String, portSockets: [(port: UInt32, path: String)] = [],
         connectTimeoutMilliseconds: UInt64 = VirtioVsock.defaultConnectTimeoutMilliseconds,
+        hostSendBufferBytes: Int32 = VirtioVsock.defaultHostSendBufferBytes,
         log: @escaping @Sendable (String) -> Void = { _ in }
     ) throws(VirtioDeviceError) {
         guard guestCID >= 3, guestCID < 0xFFFF_FFFF else {
@@ -102,6 +111,7 @@ public final class VirtioVsock: EventLoopDevice {
         self.guestCID = guestCID
         self.socketPath = socketPath
         self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
+        self.hostSendBufferBytes = hostSendBufferBytes
         self.log = log
         do {
             receiveKick = try LoopSignal()
@@ -785,8 +795,12 @@ public final class VirtioVsock: EventLoopDevice {
         close(fd)
     }
 
+    /// Watches a new host socket. It also gets a large send buffer: the device writes the
+    /// guest's stream into it, and with the default one it would often wait for room (a Unix
+    /// socket reports room only once its queue is down to a quarter of the buffer).
     private func register(_ fd: Int32) -> Bool {
         guard let loop = loop.withLock({ $0 }) else { return false }
+        UnixSocket.enlargeSendBuffer(fd, to: hostSendBufferBytes)
         do {
             try loop.add(fd, interest: .readable) { [weak self] readiness in
                 self?.hostSocketReady(fd, readiness)
