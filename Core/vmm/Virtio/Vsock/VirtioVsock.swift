@@ -56,7 +56,7 @@ public final class VirtioVsock: EventLoopDevice {
     /// The send buffer asked for on host sockets: room for a whole window (``bufferAllocation``)
     /// of the guest's stream with the kernel's overhead per packet, so that the device rarely
     /// waits for a host reader to make room (see ``UnixSocket/enlargeSendBuffer(_:to:)``).
-    public static let defaultHostSendBufferBytes: Int32 = 1 << 20
+    public static let defaultHostSendBufferBytes = UnixSocket.streamingSendBufferBytes
 
     struct State {
         var connections: [Int32: VsockConnection] = [:]
@@ -274,7 +274,7 @@ public final class VirtioVsock: EventLoopDevice {
             forget(fd)
             removeConnection(fd, &state)
         case .creditUpdate:
-            if let fd { updateInterest(fd, &state) }
+            break  // its credit was taken above; the receive queue is kicked once drained
         case .creditRequest:
             guard let fd, var connection = state.connections[fd] else { return replyReset(to: header, &state) }
             state.replies.append(packet(.creditUpdate, for: &connection))
@@ -500,7 +500,6 @@ public final class VirtioVsock: EventLoopDevice {
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 connection.hostReadable = false
                 state.connections[fd] = connection
-                updateInterest(fd, &state)
                 return false
             }
             // EOF: the host will send no more (it may still read: a half-close). When the guest
