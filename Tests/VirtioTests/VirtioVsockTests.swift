@@ -501,7 +501,7 @@ struct VirtioVsockTests {
         #expect(update?.header.length == 0)
     }
 
-    @Test("a guest filling exactly its credit is not reset, and hears fwd_cnt once the host drains it")
+    @Test("a guest filling exactly its credit is not reset, and hears fwd_cnt as the host drains it")
     func fullWindowThenCreditUpdate() throws {
         let harness = try VsockHarness()
         let listener = try harness.listen(port: Self.servicePort)
@@ -527,14 +527,21 @@ struct VirtioVsockTests {
         #expect(drained.count == window)
         let same = drained == data
         #expect(same, "the host read other bytes than the guest sent")
+        // Announced as it went, once half a window had gone since the last word: how the
+        // flushes fall depends on the host reader's timing, so the last announcement may come
+        // short of the whole window, but it leaves the guest at least half of it.
         #expect(
             try eventually(timeout: 3) {
                 try harness.pump()
                 updates += harness.inbox
                 harness.inbox.removeAll()
-                return updates.contains { $0.header.forwardCount == UInt32(window) }
-            }, "no CREDIT_UPDATE announced the full window as forwarded")
+                return updates.contains { $0.header.forwardCount >= UInt32(window / 2) }
+            }, "no CREDIT_UPDATE gave back half the window")
         #expect(updates.allSatisfy { $0.op == .creditUpdate })
+        // Asked, the device tells the whole window as forwarded.
+        try harness.send(.creditRequest, guestPort: Self.guestPort, hostPort: Self.servicePort)
+        let reply = try harness.expect(.creditUpdate)
+        #expect(reply?.header.forwardCount == UInt32(window))
         // The guest may go on.
         try harness.send(.rw, guestPort: Self.guestPort, hostPort: Self.servicePort, payload: Array("more".utf8))
         #expect(Host.read(host, count: 4) == Array("more".utf8))

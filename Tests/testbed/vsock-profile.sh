@@ -162,6 +162,15 @@ for variant in $kinds; do
               function low(s,  i, n) { n = 0; for (i = 9; i <= 16; i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return n }
               $1 <= rip && $1 > best { best = $1; name = $3 } END { if (name) printf " (%s+0x%x)", name, low(rip) - low(best) }' "$map")
             echo "  $line$symbol" | cut -c1-300
+            # Signs that the vCPU holds the testbed kernel's state instead of the guest's (the
+            # emulated SVM's world switch mixing the two up): a page table outside the guest's
+            # RAM, or a rip that names a spot in the testbed's own KVM modules.
+            cr3=$(sed -n 's/.* cr3=0x\([0-9a-f]*\).*/\1/p' <<<"$line")
+            [[ -n $cr3 ]] && (( 16#$cr3 >= 512 << 20 )) && echo "    cr3 0x$cr3 is outside the guest's 512 MiB of RAM"
+            [[ -n $rip ]] && sort /proc/kallsyms | awk -v rip="$(printf %016s "$rip" | tr ' ' 0)" '
+              function low(s,  i, n) { n = 0; for (i = 9; i <= 16; i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return n }
+              $1 <= rip && $2 ~ /^[tT]$/ { best = $1; name = $3; module = $4 }
+              END { if (module ~ /kvm/ && low(rip) - low(best) < 8192) printf "    rip is the testbed kernel'"'"'s %s+0x%x %s\n", name, low(rip) - low(best), module }'
           done
           sleep 1
         done

@@ -13,7 +13,7 @@ extension VirtioVsock {
                 case .established: phase = "established"
                 }
                 return
-                    #"{"guest_port":\#(c.key?.guestPort ?? 0),"host_port":\#(c.key?.hostPort ?? 0),"state":"\#(phase)","peer_credit":\#(c.peerCredit),"to_host_pending":\#(c.pendingToHost.count),"unforwarded":\#(c.unforwarded),"host_readable":\#(c.hostReadable),"host_closed":\#(c.hostClosedSending),"guest_shut_send":\#(c.guestStoppedSending),"guest_shut_recv":\#(c.guestStoppedReceiving)}"#
+                    #"{"guest_port":\#(c.key?.guestPort ?? 0),"host_port":\#(c.key?.hostPort ?? 0),"state":"\#(phase)","peer_credit":\#(c.peerCredit),"to_host_pending":\#(c.pendingToHost.count),"unforwarded":\#(c.unforwarded),"read_ahead":\#(c.readAheadCount),"host_readable":\#(c.hostReadable),"host_closed":\#(c.hostClosedSending),"guest_shut_send":\#(c.guestStoppedSending),"guest_shut_recv":\#(c.guestStoppedReceiving)}"#
             }
             return
                 #""control":\#(state.control.count),"replies":\#(state.replies.count),"connections":[\#(streams.joined(separator: ","))]"#

@@ -34,6 +34,10 @@ public final class VirtioVsock: EventLoopDevice {
     /// buffers, and a readv across many of them costs one system call instead of one each.
     static let maxBatchBytes = 256 << 10
     static let maxBatchBuffers = 64
+    /// Host bytes read ahead of the guest's credit, at most, per connection and in all (buffers
+    /// of this size are allocated on first use and kept while their connection lives).
+    static let readAheadBytes = 256 << 10
+    static let maxReadAheadBuffers = 64
     /// Connections at most, host- and guest-initiated together.
     public static let maxConnections = 1024
     /// Replies to the guest's own packets (resets, credit updates) waiting for receive buffers
@@ -69,6 +73,8 @@ public final class VirtioVsock: EventLoopDevice {
         var nextHostPort = VirtioVsock.firstHostPort
         /// Round-robin position among connections with data for the guest.
         var lastServed: Int32 = -1
+        /// Connections with a read-ahead buffer.
+        var readAheadBuffers = 0
     }
 
     public let guestCID: UInt64
@@ -451,10 +457,11 @@ public final class VirtioVsock: EventLoopDevice {
         }
     }
 
-    /// Reads one connection's host socket straight into receive buffers after their headers:
-    /// `first`, and as many more as the guest's credit and ``maxBatchBytes`` allow, with one
-    /// readv; each buffer used becomes one packet. Returns false when the socket had no data
-    /// (its connection is then marked idle); `first` is then the caller's to give back.
+    /// Gives one connection's host bytes to the guest: what was read ahead first, else the host
+    /// socket read straight into receive buffers after their headers. `first` and as many more
+    /// buffers as the guest's credit and ``maxBatchBytes`` allow are filled with one copy or one
+    /// readv; each buffer used becomes one packet. Returns false when the socket had no data (its
+    /// connection is then marked idle); `first` is then the caller's to give back.
     private func sendData(
         first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
     ) throws(VirtqueueError) -> Bool {
@@ -463,7 +470,8 @@ public final class VirtioVsock: EventLoopDevice {
             var connection = state.connections[fd], connection.key != nil
         else { return false }
         state.lastServed = fd
-        let budget = min(Int(connection.peerCredit), Self.maxBatchBytes)
+        let readAhead = connection.readAhead.flatMap { $0.isEmpty ? nil : $0 }
+        let budget = min(Int(connection.peerCredit), Self.maxBatchBytes, readAhead?.count ?? Int.max)
 
         // The buffers to fill and how much payload each takes; extra ones are popped while the
         // budget lasts, and given back (in reverse, as popped) if the read comes up short.
@@ -493,32 +501,24 @@ public final class VirtioVsock: EventLoopDevice {
                 vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: bytes.count))
             }
         }
-        var n: Int
-        repeat { n = readv(fd, vectors, Int32(vectors.count)) } while n < 0 && errno == EINTR
-        if n <= 0 {
-            for _ in 1..<chains.count { queue.undoPop() }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                connection.hostReadable = false
-                state.connections[fd] = connection
+        let n: Int
+        if let readAhead {
+            // Bytes read ahead go first, in order; the budget never exceeds what is held.
+            n = vectors.reduce(0) { $0 + readAhead.take(into: .init(start: $1.iov_base, count: $1.iov_len)) }
+        } else {
+            var result: Int
+            repeat { result = readv(fd, vectors, Int32(vectors.count)) } while result < 0 && errno == EINTR
+            guard result > 0 else {
+                for _ in 1..<chains.count { queue.undoPop() }
+                noteEmptyRead(result, fd, &connection, &state)
                 return false
             }
-            // EOF: the host will send no more (it may still read: a half-close). When the guest
-            // is done sending too, or the socket failed, the stream is over.
-            connection.hostReadable = false
-            connection.hostClosedSending = true
-            state.connections[fd] = connection
-            if n < 0 || connection.guestStoppedSending {
-                closeAndReset(fd, &state)
-            } else {
-                state.control.append(packet(.shutdown, for: &connection, flags: VsockHeader.shutdownSend))
-                state.connections[fd] = connection
-                updateInterest(fd, &state)
-            }
-            return false
+            n = result
+            // A short read emptied the socket (watched edge-triggered, a later arrival is
+            // reported anew), unless its end was reported: then only a read of nothing shows
+            // all was read.
+            if n < planned && !connection.hostEndReported { connection.hostReadable = false }
         }
-        // A short read emptied the socket (watched edge-triggered, a later arrival is reported
-        // anew), unless its end was reported: then only a read of nothing shows all was read.
-        if n < planned && !connection.hostEndReported { connection.hostReadable = false }
         // Each buffer carries what landed in it; the ones the read did not reach go back.
         var remaining = n
         var used = 0
@@ -533,8 +533,50 @@ public final class VirtioVsock: EventLoopDevice {
         }
         for _ in used..<chains.count { queue.undoPop() }
         connection.sentToGuest &+= UInt32(n)
+        readAheadIfDue(fd, &connection, &state)
         state.connections[fd] = connection
         return true
+    }
+
+    /// A read of the host socket that brought nothing: `result` is readv's (0 at the end of the
+    /// stream, -1 with errno).
+    private func noteEmptyRead(_ result: Int, _ fd: Int32, _ connection: inout VsockConnection, _ state: inout State) {
+        if result < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+            connection.hostReadable = false
+            state.connections[fd] = connection
+            return
+        }
+        // EOF: the host will send no more (it may still read: a half-close). When the guest is
+        // done sending too, or the socket failed, the stream is over.
+        connection.hostReadable = false
+        connection.hostClosedSending = true
+        state.connections[fd] = connection
+        if result < 0 || connection.guestStoppedSending {
+            closeAndReset(fd, &state)
+        } else {
+            state.control.append(packet(.shutdown, for: &connection, flags: VsockHeader.shutdownSend))
+            state.connections[fd] = connection
+            updateInterest(fd, &state)
+        }
+    }
+
+    /// Reads the host socket into the connection's read-ahead buffer when the guest's credit is
+    /// spent (see ``VsockReadAhead``), at most ``readAheadBytes`` per connection and
+    /// ``maxReadAheadBuffers`` buffers in all. The end of the stream or a failure is left for
+    /// the ordinary read, which comes once the buffer has gone to the guest, so that nothing
+    /// overtakes the bytes held.
+    private func readAheadIfDue(_ fd: Int32, _ connection: inout VsockConnection, _ state: inout State) {
+        guard connection.wantsToReadAhead else { return }
+        if connection.readAhead == nil {
+            guard state.readAheadBuffers < Self.maxReadAheadBuffers else { return }
+            connection.readAhead = VsockReadAhead(capacity: Self.readAheadBytes)
+            state.readAheadBuffers += 1
+        }
+        guard let readAhead = connection.readAhead, readAhead.room > 0 else { return }
+        let asked = readAhead.room
+        let n = readAhead.read(from: fd)
+        if n > 0 && n < asked && !connection.hostEndReported { connection.hostReadable = false }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { connection.hostReadable = false }
     }
 
     /// A receive buffer taken for one read, and how much payload it may carry.
@@ -628,6 +670,10 @@ public final class VirtioVsock: EventLoopDevice {
                 }
                 if !readiness.isDisjoint(with: [.peerClosedWriting, .hangUp, .error]) {
                     state.connections[fd]?.hostEndReported = true
+                }
+                if var connection = state.connections[fd], connection.wantsToReadAhead {
+                    readAheadIfDue(fd, &connection, &state)
+                    state.connections[fd] = connection
                 }
                 if !readiness.isDisjoint(with: [.hangUp, .error]) {
                     // Reported for as long as it is watched: stop watching. What is left to
@@ -785,6 +831,7 @@ public final class VirtioVsock: EventLoopDevice {
 
     private func removeConnection(_ fd: Int32, _ state: inout State) {
         if let key = state.connections[fd]?.key { state.byKey[key] = nil }
+        if state.connections[fd]?.readAhead != nil { state.readAheadBuffers -= 1 }
         state.connections[fd] = nil
     }
 

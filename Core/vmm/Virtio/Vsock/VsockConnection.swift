@@ -9,9 +9,10 @@ struct VsockConnectionKey: Hashable, Sendable {
 /// One stream between a guest socket and a host Unix socket, with both directions' credit.
 ///
 /// Guest → host: bytes the host socket does not take at once wait in ``pendingToHost``, which the
-/// guest cannot grow past ``VirtioVsock/bufferAllocation`` (its credit). Host → guest: nothing is
-/// buffered; the device reads the host socket straight into the guest's receive buffers, only as
-/// much as the guest's credit allows.
+/// guest cannot grow past ``VirtioVsock/bufferAllocation`` (its credit). Host → guest: the device
+/// reads the host socket straight into the guest's receive buffers, as much as the guest's credit
+/// allows; once that credit is spent it reads at most ``VirtioVsock/readAheadBytes`` more into
+/// ``readAhead``, which goes to the guest first when credit returns.
 struct VsockConnection: Sendable {
     enum State: Sendable, Equatable {
         /// A host client connected to the device's socket and has not yet sent `CONNECT <port>\n`.
@@ -57,6 +58,10 @@ struct VsockConnection: Sendable {
     /// returns nothing, not a short one, shows that everything was read.
     var hostEndReported = false
     var hostClosedSending = false
+    /// Bytes read from the host socket ahead of the guest's credit (allocated on first use).
+    var readAhead: VsockReadAhead?
+    /// Bytes waiting in ``readAhead``.
+    var readAheadCount: Int { readAhead?.count ?? 0 }
 
     init(fd: Int32, key: VsockConnectionKey?, state: State) {
         self.fd = fd
@@ -79,8 +84,15 @@ struct VsockConnection: Sendable {
         peerForwardCount = header.forwardCount
     }
 
-    /// Whether the device should read the host socket into a receive buffer now.
+    /// Whether the device has host bytes for a receive buffer now: read ahead, or in the host socket.
     var wantsToSendData: Bool {
-        state == .established && hostReadable && !hostClosedSending && !guestStoppedReceiving && peerCredit > 0
+        state == .established && !guestStoppedReceiving && peerCredit > 0
+            && (readAheadCount > 0 || (hostReadable && !hostClosedSending))
+    }
+
+    /// Whether the device should read the host socket ahead of the guest's credit: the credit is
+    /// spent and the socket has bytes.
+    var wantsToReadAhead: Bool {
+        state == .established && hostReadable && !hostClosedSending && !guestStoppedReceiving && peerCredit == 0
     }
 }
