@@ -59,6 +59,17 @@ struct VsockReadAheadTests {
 
     // MARK: - The device
 
+    /// A guest stream to a host service, and the service's socket.
+    static func openStream(sourceLocation: SourceLocation = #_sourceLocation) throws -> (VsockHarness, Int32)? {
+        let harness = try VsockHarness()
+        let listener = try harness.listen(port: servicePort)
+        guard
+            let host = try harness.openGuestStream(
+                guestPort: guestPort, hostPort: servicePort, listener: listener, sourceLocation: sourceLocation)
+        else { return nil }
+        return (harness, host)
+    }
+
     /// Writes `data` into `host` without waiting, serving the guest's receive queue (which takes
     /// no credit back) until the writes stop making progress; returns how much the socket took.
     static func writeWhileStalled(_ harness: VsockHarness, _ host: Int32, _ data: [UInt8]) throws -> Int {
@@ -76,12 +87,7 @@ struct VsockReadAheadTests {
 
     @Test("a host writer is not held back by a guest whose credit is spent: the device reads ahead, within its bound")
     func drainsWhileCreditIsSpent() throws {
-        let harness = try VsockHarness()
-        let listener = try harness.listen(port: Self.servicePort)
-        guard
-            let host = try harness.openGuestStream(
-                guestPort: Self.guestPort, hostPort: Self.servicePort, listener: listener)
-        else { return }
+        guard case (let harness, let host)? = try Self.openStream() else { return }
         // A small send buffer on the writer, so that what it gets ahead comes from the device.
         var small: Int32 = 8 << 10
         setsockopt(host, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
@@ -115,12 +121,7 @@ struct VsockReadAheadTests {
         "a host that writes and closes while the guest's credit is spent: every byte reaches the guest before the SHUTDOWN"
     )
     func endOfStreamAfterReadAhead() throws {
-        let harness = try VsockHarness()
-        let listener = try harness.listen(port: Self.servicePort)
-        guard
-            let host = try harness.openGuestStream(
-                guestPort: Self.guestPort, hostPort: Self.servicePort, listener: listener)
-        else { return }
+        guard case (let harness, let host)? = try Self.openStream() else { return }
         let data = pattern(200 << 10, seed: 5)
         let written = try Self.writeWhileStalled(harness, host, data)
         #expect(written == data.count, "200 KiB fit in the guest's credit and the read-ahead")
@@ -154,12 +155,7 @@ struct VsockReadAheadTests {
 
     @Test("a stream's read-ahead buffer is given back when the stream ends")
     func bufferReleased() throws {
-        let harness = try VsockHarness()
-        let listener = try harness.listen(port: Self.servicePort)
-        guard
-            let host = try harness.openGuestStream(
-                guestPort: Self.guestPort, hostPort: Self.servicePort, listener: listener)
-        else { return }
+        guard case (let harness, let host)? = try Self.openStream() else { return }
         _ = try Self.writeWhileStalled(harness, host, pattern(512 << 10))
         #expect(harness.device.state.withLock { $0.readAheadBuffers } == 1)
         try harness.send(.reset, guestPort: Self.guestPort, hostPort: Self.servicePort)
