@@ -60,22 +60,38 @@ struct VsockReadAheadTests {
     // MARK: - The device
 
     /// A guest stream to a host service, and the service's socket.
-    static func openStream(sourceLocation: SourceLocation = #_sourceLocation) throws -> (VsockHarness, Int32)? {
+    static func openStream(
+        bufferAllocation: UInt32 = VsockHarness.guestBufferAllocation, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> (VsockHarness, Int32)? {
         let harness = try VsockHarness()
         let listener = try harness.listen(port: servicePort)
         guard
             let host = try harness.openGuestStream(
-                guestPort: guestPort, hostPort: servicePort, listener: listener, sourceLocation: sourceLocation)
+                guestPort: guestPort, hostPort: servicePort, listener: listener, bufferAllocation: bufferAllocation,
+                sourceLocation: sourceLocation)
         else { return nil }
         return (harness, host)
     }
 
+    /// Gives the host socket `fd` a small send buffer, so that what its writer gets ahead comes
+    /// from the device, not from the socket.
+    static func shrinkSendBuffer(_ fd: Int32) {
+        var small: Int32 = 8 << 10
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Bytes held in read-ahead buffers, the most any one stream holds.
+    static func mostHeld(_ harness: VsockHarness) -> Int {
+        harness.device.state.withLock { $0.connections.values.map(\.readAheadCount).max() ?? 0 }
+    }
+
     /// Writes `data` into `host` without waiting, serving the guest's receive queue (which takes
-    /// no credit back) until the writes stop making progress; returns how much the socket took.
+    /// no credit back) until the writes stop making progress for 0.3 s; returns how much the
+    /// socket took.
     static func writeWhileStalled(_ harness: VsockHarness, _ host: Int32, _ data: [UInt8]) throws -> Int {
         var written = 0
         var idleRounds = 0
-        while written < data.count && idleRounds < 50 {
+        while written < data.count && idleRounds < 150 {
             let n = Host.writeSome(host, Array(data[written..<min(data.count, written + (64 << 10))]))
             written += n
             try harness.pump()
@@ -85,19 +101,37 @@ struct VsockReadAheadTests {
         return written
     }
 
+    /// Reads the stream as the guest, acknowledging what it took, until a packet other than RW
+    /// ends it; returns the bytes and that packet's op (nil if none came within 5 s).
+    static func readToEnd(_ harness: VsockHarness) throws -> (bytes: [UInt8], end: VsockHeader.Op?) {
+        var received: [UInt8] = []
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            try harness.pump()
+            let packets = harness.inbox
+            harness.inbox.removeAll()
+            for (index, packet) in packets.enumerated() where packet.op != .rw {
+                #expect(index == packets.count - 1, "data after the stream's end")
+                return (received + packets[..<index].flatMap(\.payload), packet.op)
+            }
+            received += packets.flatMap(\.payload)
+            try harness.send(
+                .creditUpdate, guestPort: guestPort, hostPort: servicePort, forwardCount: UInt32(received.count))
+            usleep(1_000)
+        }
+        return (received, nil)
+    }
+
     @Test("a host writer is not held back by a guest whose credit is spent: the device reads ahead, within its bound")
     func drainsWhileCreditIsSpent() throws {
         guard case (let harness, let host)? = try Self.openStream() else { return }
-        // A small send buffer on the writer, so that what it gets ahead comes from the device.
-        var small: Int32 = 8 << 10
-        setsockopt(host, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        Self.shrinkSendBuffer(host)
         let data = pattern(1 << 20, seed: 3)
         let written = try Self.writeWhileStalled(harness, host, data)
         let credit = Int(VsockHarness.guestBufferAllocation)
         #expect(written >= credit + VirtioVsock.readAheadBytes, "the writer got only \(written) bytes out")
         #expect(written < data.count, "the device read more than its credit and read-ahead bound allow")
-        let held = harness.device.state.withLock { $0.connections.values.map(\.readAheadCount).max() ?? 0 }
-        #expect(held == VirtioVsock.readAheadBytes)
+        #expect(Self.mostHeld(harness) == VirtioVsock.readAheadBytes)
         #expect(harness.device.statusJSON().contains(#""read_ahead":\#(VirtioVsock.readAheadBytes)"#))
 
         // The guest reads on, acknowledging what it took: every byte arrives once, in order,
@@ -105,8 +139,13 @@ struct VsockReadAheadTests {
         var received = try harness.receiveData(
             count: credit, guestPort: Self.guestPort, hostPort: Self.servicePort, timeout: 1)
         #expect(received.count == credit, "only the guest's credit may be in flight")
-        let writer = Thread { _ = Host.write(host, Array(data[written...]), timeout: 10) }
+        let finished = DispatchSemaphore(value: 0)
+        let writer = Thread {
+            _ = Host.write(host, Array(data[written...]), timeout: 10)
+            finished.signal()
+        }
         writer.start()
+        defer { finished.wait() }  // the socket outlives the writer
         try harness.send(
             .creditUpdate, guestPort: Self.guestPort, hostPort: Self.servicePort, forwardCount: UInt32(credit))
         received += try harness.receiveData(
@@ -122,44 +161,94 @@ struct VsockReadAheadTests {
     )
     func endOfStreamAfterReadAhead() throws {
         guard case (let harness, let host)? = try Self.openStream() else { return }
+        Self.shrinkSendBuffer(host)
         let data = pattern(200 << 10, seed: 5)
         let written = try Self.writeWhileStalled(harness, host, data)
         #expect(written == data.count, "200 KiB fit in the guest's credit and the read-ahead")
+        #expect(Self.mostHeld(harness) > 0, "nothing was read ahead")
         shutdown(host, Int32(SHUT_WR))
-        var received: [UInt8] = []
-        var consumed: UInt32 = 0
-        var ended = false
-        let deadline = Date().addingTimeInterval(5)
-        while !ended && Date() < deadline {
-            try harness.pump()
-            for packet in harness.inbox {
-                if packet.op == .rw {
-                    #expect(!ended, "data after the SHUTDOWN")
-                    received += packet.payload
-                    consumed &+= UInt32(packet.payload.count)
-                } else {
-                    #expect(packet.op == .shutdown, "unexpected \(packet.header)")
-                    ended = packet.op == .shutdown
-                    #expect(received.count == data.count, "the SHUTDOWN overtook bytes read ahead")
-                }
-            }
-            harness.inbox.removeAll()
-            try harness.send(
-                .creditUpdate, guestPort: Self.guestPort, hostPort: Self.servicePort, forwardCount: consumed)
-            usleep(1_000)
-        }
-        #expect(ended)
+        let (received, end) = try Self.readToEnd(harness)
+        #expect(end == .shutdown)
+        #expect(received.count == data.count, "the SHUTDOWN overtook bytes read ahead")
         let same = received == data
         #expect(same, "the bytes differ from what the host wrote")
     }
 
-    @Test("a stream's read-ahead buffer is given back when the stream ends")
+    @Test("a host socket that fails while bytes wait in the read-ahead: the guest gets them all, then RST")
+    func failureAfterReadAhead() throws {
+        guard case (let harness, let host)? = try Self.openStream() else { return }
+        Self.shrinkSendBuffer(host)
+        // Bytes from the guest that the host never reads: closing then fails the device's end
+        // of the socket (ECONNRESET) instead of ending it cleanly.
+        try harness.send(.rw, guestPort: Self.guestPort, hostPort: Self.servicePort, payload: Array("unread".utf8))
+        let data = pattern(200 << 10, seed: 7)
+        let written = try Self.writeWhileStalled(harness, host, data)
+        #expect(written == data.count)
+        #expect(Self.mostHeld(harness) > 0, "nothing was read ahead")
+        harness.closeHost(host)
+        // The device takes the failure into the read-ahead's keeping before the guest reads on.
+        #expect(
+            eventually { harness.device.state.withLock { $0.connections.values.contains { $0.hostReadError != 0 } } })
+        let (received, end) = try Self.readToEnd(harness)
+        #expect(end == .reset, "a failed host socket must end the stream with RST")
+        #expect(received.count == data.count, "the RST overtook bytes read ahead")
+        let same = received == data
+        #expect(same, "the bytes differ from what the host wrote")
+        #expect(harness.device.connectionCount == 0)
+    }
+
+    @Test("a stream's read-ahead buffer is given back when the stream ends, the device resets, or it empties")
     func bufferReleased() throws {
         guard case (let harness, let host)? = try Self.openStream() else { return }
+        Self.shrinkSendBuffer(host)
         _ = try Self.writeWhileStalled(harness, host, pattern(512 << 10))
         #expect(harness.device.state.withLock { $0.readAheadBuffers } == 1)
         try harness.send(.reset, guestPort: Self.guestPort, hostPort: Self.servicePort)
         #expect(harness.device.state.withLock { $0.readAheadBuffers } == 0)
         #expect(harness.device.connectionCount == 0)
+
+        guard case (let again, let second)? = try Self.openStream() else { return }
+        _ = try Self.writeWhileStalled(again, second, pattern(100 << 10))
+        #expect(again.device.state.withLock { $0.readAheadBuffers } == 1)
+        again.device.reset()
+        #expect(again.device.state.withLock { $0.readAheadBuffers } == 0)
+
+        guard case (let third, let writer)? = try Self.openStream() else { return }
+        let data = pattern(100 << 10, seed: 2)
+        #expect(try Self.writeWhileStalled(third, writer, data) == data.count)
+        let received = try third.receiveData(
+            count: data.count, guestPort: Self.guestPort, hostPort: Self.servicePort, creditUpdates: true)
+        #expect(received == data)
+        #expect(third.device.state.withLock { $0.readAheadBuffers } == 0, "an empty read-ahead buffer is kept")
+    }
+
+    @Test("at most maxReadAheadBuffers streams read ahead; the others wait for credit as before")
+    func bufferLimit() throws {
+        let harness = try VsockHarness()
+        let streams = VirtioVsock.maxReadAheadBuffers + 1
+        let listener = try harness.listen(port: Self.servicePort, backlog: Int32(streams))
+        harness.postedTarget = 128
+        var hosts: [Int32] = []
+        for index in 0..<streams {
+            // 100 bytes of credit each: the 101st byte of each stream is read ahead, if it may be.
+            guard
+                let host = try harness.openGuestStream(
+                    guestPort: Self.guestPort + UInt32(index), hostPort: Self.servicePort, listener: listener,
+                    bufferAllocation: 100)
+            else { return }
+            hosts.append(host)
+        }
+        for host in hosts { #expect(Host.write(host, pattern(300))) }
+        #expect(
+            eventually {
+                try? harness.pump()
+                return harness.device.state.withLock { $0.readAheadBuffers } == VirtioVsock.maxReadAheadBuffers
+            })
+        _ = try harness.drain(for: 0.3)
+        let holding = harness.device.state.withLock { state in
+            state.connections.values.filter { $0.readAhead != nil }.count
+        }
+        #expect(holding == VirtioVsock.maxReadAheadBuffers)
+        #expect(harness.device.state.withLock { $0.readAheadBuffers } == VirtioVsock.maxReadAheadBuffers)
     }
 }

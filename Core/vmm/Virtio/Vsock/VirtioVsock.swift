@@ -503,14 +503,24 @@ public final class VirtioVsock: EventLoopDevice {
         }
         let n: Int
         if let readAhead {
-            // Bytes read ahead go first, in order; the budget never exceeds what is held.
+            // Bytes read ahead go first, in order; the budget never exceeds what is held. An
+            // empty ring is given back, so that streams that stalled once do not keep one.
             n = vectors.reduce(0) { $0 + readAhead.take(into: .init(start: $1.iov_base, count: $1.iov_len)) }
+            if readAhead.isEmpty {
+                connection.readAhead = nil
+                state.readAheadBuffers -= 1
+            }
         } else {
-            var result: Int
-            repeat { result = readv(fd, vectors, Int32(vectors.count)) } while result < 0 && errno == EINTR
+            // A failure the read-ahead met is reported now, after every byte before it.
+            var result = -1
+            var readError = connection.hostReadError
+            if readError == 0 {
+                repeat { result = readv(fd, vectors, Int32(vectors.count)) } while result < 0 && errno == EINTR
+                if result < 0 { readError = errno }
+            }
             guard result > 0 else {
                 for _ in 1..<chains.count { queue.undoPop() }
-                noteEmptyRead(result, fd, &connection, &state)
+                noteEmptyRead(result, error: readError, fd, &connection, &state)
                 return false
             }
             n = result
@@ -539,9 +549,11 @@ public final class VirtioVsock: EventLoopDevice {
     }
 
     /// A read of the host socket that brought nothing: `result` is readv's (0 at the end of the
-    /// stream, -1 with errno).
-    private func noteEmptyRead(_ result: Int, _ fd: Int32, _ connection: inout VsockConnection, _ state: inout State) {
-        if result < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+    /// stream, -1 with `error`).
+    private func noteEmptyRead(
+        _ result: Int, error: Int32, _ fd: Int32, _ connection: inout VsockConnection, _ state: inout State
+    ) {
+        if result < 0 && (error == EAGAIN || error == EWOULDBLOCK) {
             connection.hostReadable = false
             state.connections[fd] = connection
             return
@@ -562,9 +574,9 @@ public final class VirtioVsock: EventLoopDevice {
 
     /// Reads the host socket into the connection's read-ahead buffer when the guest's credit is
     /// spent (see ``VsockReadAhead``), at most ``readAheadBytes`` per connection and
-    /// ``maxReadAheadBuffers`` buffers in all. The end of the stream or a failure is left for
-    /// the ordinary read, which comes once the buffer has gone to the guest, so that nothing
-    /// overtakes the bytes held.
+    /// ``maxReadAheadBuffers`` buffers in all. The end of the stream, or a failure (which the
+    /// kernel reports only once, so it is kept), is left for the ordinary read, which comes once
+    /// the buffer has gone to the guest, so that nothing overtakes the bytes held.
     private func readAheadIfDue(_ fd: Int32, _ connection: inout VsockConnection, _ state: inout State) {
         guard connection.wantsToReadAhead else { return }
         if connection.readAhead == nil {
@@ -576,7 +588,13 @@ public final class VirtioVsock: EventLoopDevice {
         let asked = readAhead.room
         let n = readAhead.read(from: fd)
         if n > 0 && n < asked && !connection.hostEndReported { connection.hostReadable = false }
-        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { connection.hostReadable = false }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK {
+                connection.hostReadable = false
+            } else {
+                connection.hostReadError = errno
+            }
+        }
     }
 
     /// A receive buffer taken for one read, and how much payload it may carry.

@@ -60,6 +60,8 @@ struct VsockConnection: Sendable {
     var hostClosedSending = false
     /// Bytes read from the host socket ahead of the guest's credit (allocated on first use).
     var readAhead: VsockReadAhead?
+    /// The error a read-ahead met (0: none), reported once the bytes read before it are sent.
+    var hostReadError: Int32 = 0
     /// Bytes waiting in ``readAhead``.
     var readAheadCount: Int { readAhead?.count ?? 0 }
 
@@ -94,5 +96,6 @@ struct VsockConnection: Sendable {
     /// spent and the socket has bytes.
     var wantsToReadAhead: Bool {
         state == .established && hostReadable && !hostClosedSending && !guestStoppedReceiving && peerCredit == 0
+            && hostReadError == 0
     }
 }

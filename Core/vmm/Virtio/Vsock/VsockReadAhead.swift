@@ -36,6 +36,7 @@ final class VsockReadAhead: @unchecked Sendable {
     /// Reads what `fd` has into the free space with one `readv` (two pieces when the free space
     /// wraps). Returns what `readv` returned: bytes read, 0 at end of stream, -1 with `errno` set.
     func read(from fd: Int32) -> Int {
+        precondition(room > 0, "a read into a full read-ahead buffer would look like the end of the stream")
         let end = (start + count) % capacity
         let firstPiece = min(room, capacity - end)
         let n = withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { vectors in
