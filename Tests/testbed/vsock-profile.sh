@@ -24,6 +24,9 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 # and prints where it spends its time (needs linux-perf in TESTBED_EXTRA_PACKAGES); "info" prints
 # what each guest kernel found (clock source, CPU flags, paravirtual features).
 tracing=/sys/kernel/debug/tracing
+# Where the testbed's KVM modules sit, printed first: a stall can take the testbed down before the
+# symbol lookup below runs, and with these a vCPU's rip can still be placed in them afterwards.
+grep -E '^kvm(_amd)? ' /proc/modules | awk '{ print "testbed module", $1, "at", $6, "size", $2 }'
 if [[ $flags == *trace* ]]; then
   echo 2048 >$tracing/buffer_size_kb
   for event in kvm_exit kvm_inj_exception kvm_inj_virq kvm_page_fault kvm_emulate_insn kvm_userspace_exit; do
