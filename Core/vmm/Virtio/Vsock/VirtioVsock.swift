@@ -35,7 +35,7 @@ public final class VirtioVsock: EventLoopDevice {
     static let maxBatchBytes = 256 << 10
     static let maxBatchBuffers = 64
     /// Host bytes read ahead of the guest's credit, at most, per connection and in all (buffers
-    /// of this size are allocated on first use and kept while their connection lives).
+    /// of this size are allocated on first use and given back once emptied or their stream ends).
     static let readAheadBytes = 256 << 10
     static let maxReadAheadBuffers = 64
     /// Connections at most, host- and guest-initiated together.
@@ -524,10 +524,7 @@ public final class VirtioVsock: EventLoopDevice {
                 return false
             }
             n = result
-            // A short read emptied the socket (watched edge-triggered, a later arrival is
-            // reported anew), unless its end was reported: then only a read of nothing shows
-            // all was read.
-            if n < planned && !connection.hostEndReported { connection.hostReadable = false }
+            connection.noteRead(n, of: planned)
         }
         // Each buffer carries what landed in it; the ones the read did not reach go back.
         var remaining = n
@@ -587,7 +584,7 @@ public final class VirtioVsock: EventLoopDevice {
         guard let readAhead = connection.readAhead, readAhead.room > 0 else { return }
         let asked = readAhead.room
         let n = readAhead.read(from: fd)
-        if n > 0 && n < asked && !connection.hostEndReported { connection.hostReadable = false }
+        if n > 0 { connection.noteRead(n, of: asked) }
         if n < 0 {
             if errno == EAGAIN || errno == EWOULDBLOCK {
                 connection.hostReadable = false

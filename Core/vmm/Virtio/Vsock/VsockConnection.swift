@@ -86,6 +86,13 @@ struct VsockConnection: Sendable {
         peerForwardCount = header.forwardCount
     }
 
+    /// After a read of the host socket that brought `count` of `asked` bytes: a short read
+    /// emptied the socket (watched edge-triggered, a later arrival is reported anew), unless its
+    /// end was reported: then only a read of nothing shows all was read.
+    mutating func noteRead(_ count: Int, of asked: Int) {
+        if count < asked && !hostEndReported { hostReadable = false }
+    }
+
     /// Whether the device has host bytes for a receive buffer now: read ahead, or in the host socket.
     var wantsToSendData: Bool {
         state == .established && !guestStoppedReceiving && peerCredit > 0
