@@ -124,7 +124,7 @@ public final class VsockBridge: Sendable {
         }
         // The bridge streams the client's bytes into the VM: a large send buffer keeps the
         // device from reading the socket dry between two wake-ups of this writer.
-        UnixSocket.enlargeSendBuffer(fd)
+        UnixSocket.setSendBuffer(fd)
         var timeout = timeval(tv_sec: Self.handshakeTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let request = Array("CONNECT \(port)\n".utf8)

@@ -76,8 +76,7 @@ struct VsockReadAheadTests {
     /// Gives the host socket `fd` a small send buffer, so that what its writer gets ahead comes
     /// from the device, not from the socket.
     static func shrinkSendBuffer(_ fd: Int32) {
-        var small: Int32 = 8 << 10
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        UnixSocket.setSendBuffer(fd, to: 8 << 10)
     }
 
     /// Bytes held in read-ahead buffers, the most any one stream holds.

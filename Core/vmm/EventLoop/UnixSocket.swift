@@ -74,17 +74,17 @@ public enum UnixSocket {
         return fd
     }
 
-    /// The send buffer ``enlargeSendBuffer(_:to:)`` asks for unless told otherwise.
+    /// The send buffer ``setSendBuffer(_:to:)`` asks for unless told otherwise.
     public static let streamingSendBufferBytes: Int32 = 1 << 20
 
     /// Asks for a send buffer of `bytes` on `fd` (the kernel caps the request at
-    /// net.core.wmem_max, about 208 KiB by default, and doubles it).
+    /// net.core.wmem_max, about 208 KiB by default, and doubles it); by default a large one.
     ///
     /// Whatever streams into a VM's vsock socket wants a large one: a Unix stream socket's writer
     /// is woken only once less than a quarter of its send buffer is still queued, so with the
     /// default the device can read the socket dry while the writer wakes up to refill it. In the
     /// nested testbed a 2 MiB buffer took one host → guest stream from 39 to 55 MiB/s.
-    public static func enlargeSendBuffer(_ fd: Int32, to bytes: Int32 = streamingSendBufferBytes) {
+    public static func setSendBuffer(_ fd: Int32, to bytes: Int32 = streamingSendBufferBytes) {
         var size = bytes
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
     }

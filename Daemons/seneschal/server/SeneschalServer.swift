@@ -62,7 +62,7 @@ struct SeneschalServer: ParsableCommand {
             close(readyFd)
         }
         guard isListener else {
-            UnixSocket.enlargeSendBuffer(listenFd)
+            UnixSocket.setSendBuffer(listenFd)
             let end = server.serve(fd: listenFd)
             say("session ended: \(end)")
             return
@@ -79,8 +79,8 @@ struct SeneschalServer: ParsableCommand {
                 close(client)
                 continue
             }
-            // Replies carry file data into the VM: see UnixSocket.enlargeSendBuffer.
-            UnixSocket.enlargeSendBuffer(client)
+            // Replies carry file data into the VM: see UnixSocket.setSendBuffer.
+            UnixSocket.setSendBuffer(client)
             do {
                 try server.serveInBackground(fd: client) { end in say("session ended: \(end)") }
             } catch {

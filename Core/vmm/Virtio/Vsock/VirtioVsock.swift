@@ -59,7 +59,7 @@ public final class VirtioVsock: EventLoopDevice {
     static let firstHostPort: UInt32 = 1 << 30
     /// The send buffer asked for on host sockets: room for a whole window (``bufferAllocation``)
     /// of the guest's stream with the kernel's overhead per packet, so that the device rarely
-    /// waits for a host reader to make room (see ``UnixSocket/enlargeSendBuffer(_:to:)``).
+    /// waits for a host reader to make room (see ``UnixSocket/setSendBuffer(_:to:)``).
     public static let defaultHostSendBufferBytes = UnixSocket.streamingSendBufferBytes
 
     struct State {
@@ -861,7 +861,7 @@ public final class VirtioVsock: EventLoopDevice {
     /// socket reports room only once its queue is down to a quarter of the buffer).
     private func register(_ fd: Int32) -> Bool {
         guard let loop = loop.withLock({ $0 }) else { return false }
-        UnixSocket.enlargeSendBuffer(fd, to: hostSendBufferBytes)
+        UnixSocket.setSendBuffer(fd, to: hostSendBufferBytes)
         do {
             try loop.add(fd, interest: .readable) { [weak self] readiness in
                 self?.hostSocketReady(fd, readiness)
