@@ -35,13 +35,13 @@ SH
 chmod +x "$share/workload.sh"
 
 # Phases of all runs, in order; each result line is "PHASE VALUE".
-phases() { for r in $(seq "$runs"); do echo write read find; done | tr ' ' '\n'; }
+phases() { for r in $(seq "$runs"); do printf '%s\n' write read find; done; }
 
 # run_vmm: the default image in vmm with seneschal's server mounted at /mnt/shared (as concierge
 # sets it up); the phases go through maitred. A guest that dies (the nested testbed's emulated
 # SVM, see tools/test) is booted again and the phase it was in starts over, six boots at most.
 run_vmm() {
-  local boot=0 sock=$work/vmm.sock dir=/mnt/shared/bench handle ready vm phase line up=
+  local boot=0 sock=$work/vmm.sock dir=/mnt/shared/bench handle ready vm phase line
   phases >"$work/todo"
   while [ -s "$work/todo" ] && [ "$boot" -lt 6 ]; do
     boot=$((boot + 1))
