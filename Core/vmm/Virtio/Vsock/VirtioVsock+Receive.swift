@@ -1,0 +1,213 @@
+import EventLoop
+import GuestMemory
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Host → guest: the receive queue filled from host sockets and the read-ahead rings.
+extension VirtioVsock {
+    // MARK: - Host → guest (receive queue)
+
+    func fillReceive(_ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
+        try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
+            var completed = false
+            while state.hasPackets || state.connections.values.contains(where: { $0.wantsToSendData }) {
+                guard let chain = try queue.popChain(memory: memory) else { break }
+                let room = chain.writableLength
+                guard room >= VsockHeader.size else {
+                    throw .malformedRequest("vsock receive buffer of \(room) bytes cannot hold a header")
+                }
+                if state.hasPackets {
+                    let header: VsockHeader
+                    if !state.control.isEmpty {
+                        header = state.control.removeFirst()
+                    } else {
+                        header = state.replies.removeFirst()
+                        if state.replies.count == Self.maxControlBacklog - 1 { transmitKick.raise() }
+                    }
+                    if header.op == VsockHeader.Op.request.rawValue,
+                        let fd = state.byKey[
+                            VsockConnectionKey(hostPort: header.sourcePort, guestPort: header.destinationPort)]
+                    {
+                        state.connections[fd]?.deliveredAtMilliseconds = IntervalTimer.nowMilliseconds()
+                    }
+                    try writeHeader(header, into: chain, memory: memory)
+                    try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
+                    completed = true
+                    continue
+                }
+                guard room > VsockHeader.size else {
+                    // No room for data (Linux never posts such buffers): fill it with a credit
+                    // update for the stream that waits, so the queue moves on and the next
+                    // buffer gets the data.
+                    let ready = state.connections.keys.filter { state.connections[$0]?.wantsToSendData == true }
+                    guard let fd = ready.min(), var connection = state.connections[fd] else {
+                        queue.undoPop()
+                        break
+                    }
+                    let header = packet(.creditUpdate, for: &connection)
+                    state.connections[fd] = connection
+                    try writeHeader(header, into: chain, memory: memory)
+                    try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size), memory: memory)
+                    completed = true
+                    continue
+                }
+                if try sendData(first: chain, room: room, queue: &queue, memory: memory, &state) {
+                    completed = true
+                } else if !state.hasPackets {
+                    // The socket had nothing after all (its readiness was stale): keep the buffer.
+                    queue.undoPop()
+                    if !state.connections.values.contains(where: { $0.wantsToSendData }) { break }
+                } else {
+                    queue.undoPop()  // a control packet (a shutdown) came up instead; loop sends it
+                }
+            }
+            return completed
+        }
+    }
+
+    /// Gives one connection's host bytes to the guest: what was read ahead first, else the host
+    /// socket read straight into receive buffers after their headers. `first` and as many more
+    /// buffers as the guest's credit and ``maxBatchBytes`` allow are filled with one copy or one
+    /// readv; each buffer used becomes one packet. Returns false when the socket had no data (its
+    /// connection is then marked idle); `first` is then the caller's to give back.
+    func sendData(
+        first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
+    ) throws(VirtqueueError) -> Bool {
+        let ready = state.connections.keys.filter { state.connections[$0]?.wantsToSendData == true }.sorted()
+        guard let fd = ready.first(where: { $0 > state.lastServed }) ?? ready.first,
+            var connection = state.connections[fd], connection.key != nil
+        else { return false }
+        state.lastServed = fd
+        let readAhead = connection.readAhead.flatMap { $0.isEmpty ? nil : $0 }
+        let budget = min(Int(connection.peerCredit), Self.maxBatchBytes, readAhead?.count ?? Int.max)
+
+        // The buffers to fill and how much payload each takes; extra ones are popped while the
+        // budget lasts, and given back (in reverse, as popped) if the read comes up short.
+        var chains: [PlannedPacket] = []
+        chains.reserveCapacity(Self.maxBatchBuffers)
+        chains.append(
+            PlannedPacket(chain: first, capacity: min(room - VsockHeader.size, Self.maxPacketPayload, budget)))
+        var planned = chains[0].capacity
+        while planned < budget, chains.count < Self.maxBatchBuffers, let next = try queue.popChain(memory: memory) {
+            let nextRoom = next.writableLength
+            guard nextRoom > VsockHeader.size else {
+                queue.undoPop()
+                break
+            }
+            let capacity = min(nextRoom - VsockHeader.size, Self.maxPacketPayload, budget - planned)
+            chains.append(PlannedPacket(chain: next, capacity: capacity))
+            planned += capacity
+        }
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(chains.count)
+        for planned in chains {
+            for buffer in planned.chain.segments(writable: true, skipping: VsockHeader.size, limit: planned.capacity) {
+                guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
+                    for _ in 1..<chains.count { queue.undoPop() }
+                    throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
+                }
+                vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: bytes.count))
+            }
+        }
+        let n: Int
+        if let readAhead {
+            // Bytes read ahead go first, in order; the budget never exceeds what is held. An
+            // empty ring is given back, so that streams that stalled once do not keep one.
+            n = vectors.reduce(0) { $0 + readAhead.take(into: .init(start: $1.iov_base, count: $1.iov_len)) }
+            if readAhead.isEmpty {
+                connection.readAhead = nil
+                state.readAheadBuffers -= 1
+            }
+        } else {
+            // A failure the read-ahead met is reported now, after every byte before it.
+            var result = -1
+            var readError = connection.hostReadError
+            if readError == 0 {
+                repeat { result = readv(fd, vectors, Int32(vectors.count)) } while result < 0 && errno == EINTR
+                if result < 0 { readError = errno }
+            }
+            guard result > 0 else {
+                for _ in 1..<chains.count { queue.undoPop() }
+                noteEmptyRead(result, error: readError, fd, &connection, &state)
+                return false
+            }
+            n = result
+            connection.noteRead(n, of: planned)
+        }
+        // Each buffer carries what landed in it; the ones the read did not reach go back.
+        var remaining = n
+        var used = 0
+        for planned in chains where remaining > 0 {
+            let (chain, length) = (planned.chain, min(planned.capacity, remaining))
+            var header = packet(.rw, for: &connection)
+            header.length = UInt32(length)
+            try writeHeader(header, into: chain, memory: memory)
+            try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size + length), memory: memory)
+            remaining -= length
+            used += 1
+        }
+        for _ in used..<chains.count { queue.undoPop() }
+        connection.sentToGuest &+= UInt32(n)
+        readAheadIfDue(fd, &connection, &state)
+        state.connections[fd] = connection
+        return true
+    }
+
+    /// A read of the host socket that brought nothing: `result` is readv's (0 at the end of the
+    /// stream, -1 with `error`).
+    func noteEmptyRead(
+        _ result: Int, error: Int32, _ fd: Int32, _ connection: inout VsockConnection, _ state: inout State
+    ) {
+        if result < 0 && (error == EAGAIN || error == EWOULDBLOCK) {
+            connection.hostReadable = false
+            state.connections[fd] = connection
+            return
+        }
+        // EOF: the host will send no more (it may still read: a half-close). When the guest is
+        // done sending too, or the socket failed, the stream is over.
+        connection.hostReadable = false
+        connection.hostClosedSending = true
+        state.connections[fd] = connection
+        if result < 0 || connection.guestStoppedSending {
+            closeAndReset(fd, &state)
+        } else {
+            state.control.append(packet(.shutdown, for: &connection, flags: VsockHeader.shutdownSend))
+            state.connections[fd] = connection
+            updateInterest(fd, &state)
+        }
+    }
+
+    /// Reads the host socket into the connection's read-ahead buffer when the guest's credit is
+    /// spent (see ``VsockReadAhead``), at most ``readAheadBytes`` per connection and
+    /// ``maxReadAheadBuffers`` buffers in all. The end of the stream, or a failure (which the
+    /// kernel reports only once, so it is kept), is left for the ordinary read, which comes once
+    /// the buffer has gone to the guest, so that nothing overtakes the bytes held.
+    func readAheadIfDue(_ fd: Int32, _ connection: inout VsockConnection, _ state: inout State) {
+        guard connection.wantsToReadAhead else { return }
+        if connection.readAhead == nil {
+            guard state.readAheadBuffers < Self.maxReadAheadBuffers else { return }
+            connection.readAhead = VsockReadAhead(capacity: Self.readAheadBytes)
+            state.readAheadBuffers += 1
+        }
+        guard let readAhead = connection.readAhead, readAhead.room > 0 else { return }
+        let asked = readAhead.room
+        let n = readAhead.read(from: fd)
+        if n > 0 { connection.noteRead(n, of: asked) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK {
+                connection.hostReadable = false
+            } else {
+                connection.hostReadError = errno
+            }
+        }
+    }
+
+    /// A receive buffer taken for one read, and how much payload it may carry.
+    fileprivate struct PlannedPacket {
+        let chain: DescriptorChain
+        let capacity: Int
+    }
+}
