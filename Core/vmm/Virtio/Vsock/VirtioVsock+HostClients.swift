@@ -162,18 +162,12 @@ extension VirtioVsock {
     /// Writes what waits for the host socket; announces credit as it frees up.
     func flushPending(_ fd: Int32, _ state: inout State) {
         guard var connection = state.connections[fd] else { return }
-        while !connection.pendingToHost.isEmpty {
-            let n = connection.pendingToHost.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, noSignal) }
-            if n > 0 {
-                connection.pendingToHost.removeFirst(n)
-                connection.forwarded &+= UInt32(n)
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break
-            } else {
+        if !connection.pendingToHost.isEmpty {
+            guard let sent = connection.pendingToHost.withUnsafeBytes({ sendAvailable(fd, $0) }) else {
                 return closeAndReset(fd, &state)
             }
+            connection.pendingToHost.removeFirst(sent)
+            connection.forwarded &+= UInt32(sent)
         }
         announceCreditIfDue(&connection, &state)
         state.connections[fd] = connection

@@ -34,6 +34,26 @@ extension VirtioVsock {
         try chain.writeBytes(header.encoded, memory: memory)
     }
 
+    /// Sends as much of `bytes` as the host socket takes now: the count sent (short of all of
+    /// them once the socket is full), or nil when the socket failed.
+    func sendAvailable(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard let base = bytes.baseAddress else { return 0 }
+        var done = 0
+        while done < bytes.count {
+            let n = send(fd, base + done, bytes.count - done, noSignal)
+            if n > 0 {
+                done += n
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break
+            } else {
+                return nil
+            }
+        }
+        return done
+    }
+
     /// A header for `op` on `connection`'s stream, carrying our current credit.
     func packet(_ op: VsockHeader.Op, for connection: inout VsockConnection, flags: UInt32 = 0)
         -> VsockHeader

@@ -135,18 +135,10 @@ extension VirtioVsock {
             remaining -= count
             var done = 0
             if wroteAll {
-                while done < count {
-                    let n = send(fd, bytes.baseAddress! + done, count - done, noSignal)
-                    if n > 0 {
-                        done += n
-                    } else if n < 0 && errno == EINTR {
-                        continue
-                    } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                        break
-                    } else {
-                        return closeAndReset(fd, &state)
-                    }
+                guard let sent = sendAvailable(fd, UnsafeRawBufferPointer(bytes)) else {
+                    return closeAndReset(fd, &state)
                 }
+                done = sent
                 connection.forwarded &+= UInt32(done)
                 if done < count { wroteAll = false }
             }
