@@ -102,7 +102,6 @@ run_agent() {
       else  # vmm names the error; QEMU says why it stopped last, if at all
         { grep -m 1 'error' "$work/$kind.log" || tail -n 2 "$work/$kind.log"; } | sed 's/^/  /' >&2
       fi
-      echo death >>"$work/$kind.deaths"
     fi
     timeout 60 vmtoolsctl guest shutdown "${agent[@]}" >/dev/null 2>&1
     wait_exit "$vm" 60 >/dev/null || kill -9 "$vm" 2>/dev/null
