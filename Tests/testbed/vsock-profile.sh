@@ -6,7 +6,8 @@
 # the guest's interrupt counts, all as deltas over the transfer. KINDS (default "vmm qemu") may
 # add guest kernel parameters to a VMM with "+", e.g. "vmm vmm+no-kvmapf+nopv" ("+bigbuf" gives vmm's
 # host client a 2 MiB socket send buffer instead, "+midbuf" the most an unprivileged client gets);
-# RUNS transfers
+# "vmm@NAME" runs the binary vmm-NAME instead of vmm (another build added to the testbed's layer,
+# to compare two builds in one run); RUNS transfers
 # are made in each VM (default 2), and a VM that dies has its log and console printed.
 #   TESTBED_EXTRA_PACKAGES=qemu-system-x86 tools/testbed run Tests/testbed/vsock-profile.sh [MIB [KINDS [RUNS [FLAGS]]]]
 lib=$(dirname "$0")/lib.sh; [ -f "$lib" ] || lib=$(dirname "$0")/../integration/lib.sh
@@ -94,6 +95,7 @@ report() {
 
 for variant in $kinds; do
   kind=${variant%%+*}
+  vmm_bin=vmm; [[ $kind == vmm@* ]] && { vmm_bin=vmm-${kind#vmm@}; kind=vmm; }
   params="quiet"; [ "$kind" = "$variant" ] || params="quiet ${variant#*+}"; params=${params//+/ }
   # "+bigbuf" is not a kernel parameter: vmm's host client gets a 2 MiB send buffer (a Unix
   # socket's default is about 208 KiB, and its writer wakes only once under a quarter is queued).
@@ -105,7 +107,7 @@ for variant in $kinds; do
   if [ "$kind" = qemu ]; then modprobe vhost_vsock; else modprobe -r vhost_vsock 2>/dev/null; fi
   rm -f "$work/serial.log"
   case $kind in
-    vmm) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
+    vmm) "$vmm_bin" run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
       --params "$params" --socket "$work/control.sock" --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
