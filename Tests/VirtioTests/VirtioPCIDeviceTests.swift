@@ -1,10 +1,16 @@
 import Devices
+import EventLoop
 import GuestMemory
 import PCI
+import Synchronization
 import Testing
 import VirtioDriver
 
 @testable import Virtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite("virtio-pci transport")
 struct VirtioPCIDeviceTests {
@@ -49,6 +55,35 @@ struct VirtioPCIDeviceTests {
         #expect(driver.read(TransportDriver.Common.queueMSIXVector, 2) == 0xFFFF)
         driver.write(TransportDriver.Common.queueMSIXVector, 1, 2)
         #expect(driver.read(TransportDriver.Common.queueMSIXVector, 2) == 1)
+    }
+
+    @Test("a device that asks for fewer vectors gets that table: vsock's two, its queues sharing vector 1")
+    func sharedQueueVector() throws {
+        let directory = "/tmp/vsock-vectors-\(getpid())"
+        mkdir(directory, 0o700)
+        defer {
+            unlink("\(directory)/v.sock")
+            rmdir(directory)
+        }
+        let vsock = VirtioPCIDevice(
+            device: try VirtioVsock(guestCID: 3, socketPath: "\(directory)/v.sock"), memory: memory,
+            barAddress: Self.barAddress, signaler: signaler, onError: { _ in })
+        let vsockDriver = TransportDriver(device: vsock)
+        guard let cap = vsockDriver.msixCapability else {
+            Issue.record("no MSI-X capability")
+            return
+        }
+        // Message control's low 11 bits: the table size minus one.
+        #expect(vsock.readConfig(offset: cap + 2, count: 2) & 0x7FF == 1)
+        for index in UInt16(0)..<3 {
+            vsockDriver.selectQueue(index)
+            vsockDriver.write(TransportDriver.Common.queueMSIXVector, 1, 2)
+            #expect(vsockDriver.read(TransportDriver.Common.queueMSIXVector, 2) == 1)
+            vsockDriver.write(TransportDriver.Common.queueMSIXVector, 2, 2)
+            #expect(vsockDriver.read(TransportDriver.Common.queueMSIXVector, 2) == 0xFFFF)
+        }
+        // Devices that do not ask keep one per queue and one for configuration changes.
+        #expect(VirtioRNG().msixVectors == 2)
     }
 
     // MARK: - Identity and capabilities
@@ -233,6 +268,50 @@ struct VirtioPCIDeviceTests {
         #expect(try memory.read(at: buffer, count: 64) != [UInt8](repeating: 0, count: 64))
         #expect(signaler.messages.values == [MSIMessage(address: Self.msiAddress, data: 0x41)])
         #expect(errors.values.isEmpty)
+    }
+
+    @Test("interrupts decided on the device thread go out once, after its batch of events; elsewhere at once")
+    mutating func batchedInterrupts() throws {
+        enableMSIX()
+        driver.bringUp(queue, vector: 1)
+        let loop = try EventLoop(name: "vbatch\(getpid() % 10000)")
+        try loop.start()
+        defer { loop.stop() }
+        try pci.batchInterrupts(on: loop)
+
+        // Two requests completed in one handler on the loop's thread: one interrupt, after it.
+        final class Guest: @unchecked Sendable {
+            var driver: TransportDriver
+            var queue: QueueDriver
+            var sentDuringBatch = -1
+            init(_ driver: TransportDriver, _ queue: QueueDriver) {
+                self.driver = driver
+                self.queue = queue
+            }
+        }
+        let guest = Guest(driver, queue)
+        let signaler = signaler
+        try guest.queue.offer([.writable(try guest.queue.allocate(8), 8)])
+        let work = try LoopSignal()
+        let done = Atomic<Bool>(false)
+        try loop.add(work) {
+            guest.driver.notify(0)
+            do { try guest.queue.offer([.writable(try guest.queue.allocate(8), 8)]) } catch {}
+            guest.driver.notify(0)
+            guest.sentDuringBatch = signaler.messages.values.count
+            done.store(true, ordering: .sequentiallyConsistent)
+        }
+        work.raise()
+        #expect(eventually { done.load(ordering: .sequentiallyConsistent) && signaler.messages.values.count == 1 })
+        #expect(guest.sentDuringBatch == 0, "an interrupt went out before the batch was over")
+        #expect(try guest.queue.usedIndex == 2)
+        usleep(20_000)
+        #expect(signaler.messages.values == [MSIMessage(address: Self.msiAddress, data: 0x41)])
+
+        // Decided on another thread (a vCPU serving its own doorbell): sent at once.
+        try guest.queue.offer([.writable(try guest.queue.allocate(8), 8)])
+        guest.driver.notify(0)
+        #expect(signaler.messages.values.count == 2)
     }
 
     @Test("random bytes are spread over several writable buffers and nothing beyond them")

@@ -201,6 +201,9 @@ public final class Machine: Sendable {
             let transport = VirtioPCIDevice(
                 device: device, memory: memory, barAddress: Self.pciWindowStart + UInt64(slot) * Self.pciSlotSpacing,
                 signaler: IRQFDSignaler(routes: msiRoutes, log: log), onError: { log.error($0) })
+            do { try transport.batchInterrupts(on: deviceLoop) } catch {
+                throw VMMError("virtio-\(device.deviceType): interrupts on the device thread: \(error)")
+            }
             let bells = try QueueDoorbells(vm: vm, loop: deviceLoop, transport: transport, log: log)
             doorbells.withLock { $0.append(bells) }
             try pci.attach(transport, slot: slot)

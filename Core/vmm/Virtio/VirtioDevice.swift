@@ -13,6 +13,9 @@ public protocol VirtioDevice: AnyObject, Sendable {
     var queueMaxSizes: [UInt16] { get }
     /// PCI class code (defaults to "other").
     var pciClassCode: UInt32 { get }
+    /// MSI-X vectors the PCI transport offers (defaults to one per queue and one for
+    /// configuration changes). With fewer than that, Linux gives all queues one shared vector.
+    var msixVectors: Int { get }
 
     func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer)
     func writeConfig(offset: Int, data: UnsafeRawBufferPointer)
@@ -30,6 +33,7 @@ public protocol VirtioDevice: AnyObject, Sendable {
 
 extension VirtioDevice {
     public var pciClassCode: UInt32 { 0xFF_0000 }
+    public var msixVectors: Int { queueMaxSizes.count + 1 }
     public func writeConfig(offset: Int, data: UnsafeRawBufferPointer) {}
     public func reset() {}
     public func driverFeaturesAcked(_ features: UInt64) {}

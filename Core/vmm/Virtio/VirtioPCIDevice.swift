@@ -45,6 +45,9 @@ public final class VirtioPCIDevice: PCIDevice {
     let state: Mutex<State>
     private let onError: @Sendable (String) -> Void
     private let notifyObserver = Mutex<(@Sendable (UInt64?) -> Void)?>(nil)
+    /// Interrupts decided on a device thread, sent once its batch of events is handled (see
+    /// ``batchInterrupts(on:)``).
+    let interruptBatch = Mutex<InterruptBatch?>(nil)
 
     /// Bytes between two queues' doorbells in the notification region.
     public static let notifyStride = Layout.notifyMultiplier
@@ -63,7 +66,7 @@ public final class VirtioPCIDevice: PCIDevice {
         self.memory = memory
         self.onError = onError
         let queueCount = device.queueMaxSizes.count
-        msix = MSIXTable(vectors: queueCount + 1, signaler: signaler)
+        msix = MSIXTable(vectors: device.msixVectors, signaler: signaler)
         var config = PCIConfigSpace(
             vendor: Self.vendorID, device: 0x1040 + device.deviceType, classCode: device.pciClassCode, revision: 1,
             subsystemVendor: Self.vendorID, subsystem: 0x40)
@@ -181,7 +184,7 @@ public final class VirtioPCIDevice: PCIDevice {
                 return markBroken(&state, "queue \(index): \(error)")
             }
         }
-        if let vector, vector != Self.noVector { msix.trigger(Int(vector)) }
+        if let vector, vector != Self.noVector { interrupt(Int(vector)) }
     }
 
     /// Puts the device in NEEDS_RESET and returns the config-change vector to fire.

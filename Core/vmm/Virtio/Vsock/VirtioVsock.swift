@@ -196,6 +196,14 @@ public final class VirtioVsock: EventLoopDevice {
     public var deviceType: UInt16 { 19 }
     public var features: UInt64 { 0 }
     public var queueMaxSizes: [UInt16] { [256, 256, 64] }
+    /// Two: configuration changes and one vector all queues share, as with QEMU's
+    /// vhost-vsock-pci. With a vector per queue, Linux puts them on different vCPUs, and each
+    /// credit update the guest sends (a transmit completion) interrupted a second vCPU besides
+    /// the one taking the data. Shared, and sent once per batch of the device thread's events
+    /// (``VirtioPCIDevice/batchInterrupts(on:)``), the completion and the data it lets through
+    /// make one interrupt: measured in the testbed, 0.9–1.4 thousand per 128 MiB host → guest
+    /// instead of 1.3–1.6 thousand, as many as QEMU's guest takes.
+    public var msixVectors: Int { 2 }
 
     public func readConfig(offset: Int, data: UnsafeMutableRawBufferPointer) {
         // struct virtio_vsock_config { le64 guest_cid; }
