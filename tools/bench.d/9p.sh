@@ -74,38 +74,39 @@ phases() {
 # was in starts over, six boots at most.
 run_vmm() { run_agent vmm; }
 run_vhost() { run_agent vhost; }
+# The VMMs, exec'd so that a background boot's $! is the VMM itself.
+boot_vmm() {
+  exec vmm run --kernel $image/vmlinuz --initrd $image/initrd.img --mem 512 --cpus "$cpus" --no-console-input \
+    --params quiet --cid 3 --vsock "$work/vmm.sock" --serial "file=$work/vmm-serial.log"
+}
+boot_vhost() {
+  exec qemu-system-x86_64 -name bench,debug-threads=on -M q35 -enable-kvm -cpu host -m 512 -smp "$cpus" -nodefaults \
+    -no-user-config -display none -no-reboot -serial "file:$work/vhost-serial.log" -kernel $image/vmlinuz \
+    -initrd $image/initrd.img -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4
+}
 
 run_agent() {
-  local kind=$1 boot=0 sock=$work/vmm.sock dir=/mnt/shared/bench handle ready vm bridge= phase line
-  local agent=(--vsock "$sock")
-  [ "$kind" = vhost ] && agent=(--socket "$work/agent.sock") && modprobe vhost_vsock
+  local kind=$1 boot=0 sock=$work/vmm.sock dir=/mnt/shared/bench handle ready vm bridge= phase line agent server listen
+  # What differs by kind: how vmtoolsctl reaches maitred, where seneschal's server listens, and
+  # where the guest's VmReady arrives; boot_KIND starts the VMM.
+  case $kind in
+    vmm) agent=(--vsock "$sock") server=(1 socket s "${sock}_16384") listen=(--vsock "$sock") ;;
+    vhost)
+      agent=(--socket "$work/agent.sock") server=(2 vsock_port u 16384 vsock_cid u 4) listen=(--listen vsock:7777)
+      modprobe vhost_vsock ;;
+  esac
   phases "$kind" >"$work/todo"
   while [ -s "$work/todo" ] && [ "$boot" -lt 6 ]; do
     boot=$((boot + 1))
     rm -f "$sock"* "$work/agent.sock"
-    if [ "$kind" = vmm ]; then
-      handle=$(seneschal StartServer 'a{sv}' 1 socket s "${sock}_16384" | cut -d' ' -f2)
-      vmtoolsctl guest ready --vsock "$sock" --timeout 300 >/dev/null & ready=$!
-    else
-      handle=$(seneschal StartServer 'a{sv}' 2 vsock_port u 16384 vsock_cid u 4 | cut -d' ' -f2)
-      vmtoolsctl guest ready --listen vsock:7777 --timeout 300 >/dev/null & ready=$!
-    fi
+    handle=$(seneschal StartServer 'a{sv}' "${server[@]}" | cut -d' ' -f2)
+    vmtoolsctl guest ready "${listen[@]}" --timeout 300 >/dev/null & ready=$!
     seneschal SharePath 'usa{sv}' "$handle" "$share" 2 writable b true name s bench >/dev/null
     sleep 0.5
-    if [ "$kind" = vmm ]; then
-      vmm run --kernel $image/vmlinuz --initrd $image/initrd.img --mem 512 --cpus "$cpus" --no-console-input \
-        --params quiet --cid 3 --vsock "$sock" --serial "file=$work/$kind-serial.log" </dev/null >"$work/$kind.log" 2>&1 &
-    else
-      qemu-system-x86_64 -name bench,debug-threads=on -M q35 -enable-kvm -cpu host -m 512 -smp "$cpus" -nodefaults -no-user-config \
-        -display none -no-reboot -serial "file:$work/$kind-serial.log" -kernel $image/vmlinuz \
-        -initrd $image/initrd.img -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4 \
-        </dev/null >"$work/$kind.log" 2>&1 &
-    fi
+    "boot_$kind" </dev/null >"$work/$kind.log" 2>&1 &
     vm=$!
     pin_vcpus "$vm" &
-    if [ "$kind" = vhost ]; then
-      socat UNIX-LISTEN:"$work/agent.sock",fork VSOCK-CONNECT:4:8888 & bridge=$!
-    fi
+    [ "$kind" = vhost ] && { socat UNIX-LISTEN:"$work/agent.sock",fork VSOCK-CONNECT:4:8888 & bridge=$!; }
     if wait "$ready" && vmtoolsctl guest mount-9p "${agent[@]}" 16384 /mnt/shared; then
       while read -r phase <&3; do
         # A stalled guest is given up on after 5 minutes (a phase takes under three).
