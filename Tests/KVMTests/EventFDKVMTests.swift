@@ -1,9 +1,14 @@
 import CKVM
 import EventLoop
+import Synchronization
 import Testing
 
 @testable import Devices
 @testable import KVM
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// ioeventfd and irqfd on the build machine's real /dev/kvm.
 @Suite("KVM eventfds", .serialized)
@@ -27,6 +32,42 @@ struct EventFDKVMTests {
         #expect(doorbell.drain() == 1)
         #expect(exits.mmio == 1)
         #expect(device.writes.withLock { $0.map(\.offset) } == [0x10])
+    }
+
+    @Test("an ioeventfd watched edge-triggered and never read reports every guest write")
+    func ioeventfdEdgesWithoutReads() throws {
+        // mov rcx,0xfee01000; again: mov word [rcx+8],1; hlt; jmp again
+        let code: [UInt8] = [
+            0x48, 0xB9, 0x00, 0x10, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00,
+            0x66, 0xC7, 0x41, 0x08, 0x01, 0x00,
+            0xF4,
+            0xEB, 0xF7,
+        ]
+        let guest = try TinyGuest(code: code, longMode: true)
+        let doorbell = try EventFD()
+        try guest.vm.registerIOEventFD(eventfd: doorbell.fd, address: 0xFEE0_1008, length: 2, isPIO: false)
+        // As vmm's QueueDoorbells watch them: the counter is never read, so a level-triggered
+        // watch would report it forever after the first write.
+        let loop = try EventLoop(name: "doorbells")
+        let served = Mutex(0)
+        try loop.add(doorbell.fd, interest: [.readable, .edgeTriggered]) { _ in
+            served.withLock { $0 += 1 }
+            return .keep
+        }
+        try loop.start()
+        defer { loop.stop() }
+        for write in 1...3 {
+            let exits = try guest.runToHalt()
+            #expect(exits.mmio == 0)
+            var seen = 0
+            for _ in 0..<200 where seen < write {
+                usleep(5_000)
+                seen = served.withLock { $0 }
+            }
+            #expect(seen == write, "write \(write) was served \(seen) times in all")
+        }
+        usleep(20_000)
+        #expect(served.withLock { $0 } == 3)
     }
 
     @Test("after deassign the same write exits to the VMM again")

@@ -97,9 +97,9 @@ final class DeviceSide: Sendable {
         loop = try EventLoop(name: Self.loopName)
         doorbells = try queues.indices.map { _ in try EventFD() }
         interrupt = try EventFD()
+        // As vmm's QueueDoorbells: edge-triggered, never read.
         for (index, bell) in doorbells.enumerated() {
-            try loop.add(bell.fd) { [self] in
-                bell.drain()
+            try loop.add(bell.fd, interest: [.readable, .edgeTriggered]) { [self] _ in
                 serve(index)
                 return .keep
             }

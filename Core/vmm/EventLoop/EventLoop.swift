@@ -59,6 +59,9 @@ public final class EventLoop: Sendable {
     private let thread = Mutex<HostThread?>(nil)
     /// The loop thread's pthread_t once it runs (0 before).
     private let loopThread = Atomic<UInt>(0)
+    /// Rounds of signals run after a batch of events before the loop looks at its descriptors
+    /// again (signals raised in the last round wait for that look).
+    static let signalRounds = 4
     /// Signals raised on the loop's own thread, run after the current batch of handlers.
     private let raised = Mutex<[LoopSignal]>([])
     let name: String
@@ -185,10 +188,16 @@ public final class EventLoop: Sendable {
                 }
                 if case .remove = watched.handler(Readiness(rawValue: event.events)) { remove(fd) }
             }
-            // One round of the signals the handlers raised; what these raise waits for the next.
-            raised.withLock { swap(&$0, &signals) }
-            for signal in signals { signal.fire() }
-            signals.removeAll(keepingCapacity: true)
+            // The signals the handlers raised, then those these raise, for a few rounds: work
+            // that one signal starts (an interrupt for the buffers a receive pass filled) is done
+            // before the loop waits again, yet a signal that keeps raising itself cannot keep
+            // ready descriptors waiting for long.
+            for _ in 0..<Self.signalRounds {
+                raised.withLock { swap(&$0, &signals) }
+                guard !signals.isEmpty else { break }
+                for signal in signals { signal.fire() }
+                signals.removeAll(keepingCapacity: true)
+            }
         }
     }
 }

@@ -27,6 +27,10 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Regions in ascending guest-address order, never overlapping.
     public let regions: [Region]
+    /// The lowest region again (an empty one when there is none), checked inline before any
+    /// array access: nearly every access a device makes falls in it, and it is made several
+    /// times per packet.
+    @usableFromInline let lowRegion: Region
 
     /// Total RAM in bytes.
     public var size: UInt64 { regions.reduce(0) { $0 + $1.size } }
@@ -69,6 +73,7 @@ public final class GuestMemory: @unchecked Sendable {
                 Region(guestAddress: range.guestAddress, size: range.size, hostAddress: UInt(bitPattern: pointer)))
         }
         regions = mapped
+        lowRegion = mapped.first ?? Region(guestAddress: 0, size: 0, hostAddress: 0)
     }
 
     deinit { Self.unmap(regions) }
@@ -112,6 +117,18 @@ public final class GuestMemory: @unchecked Sendable {
     /// The buffer is valid while `self` lives; callers keep it only for the duration of one access.
     @inlinable
     public func buffer(at address: UInt64, count: Int) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        // An address below the region wraps to a large offset, which fails the same test.
+        let offset = address &- lowRegion.guestAddress
+        if offset < lowRegion.size, count >= 0, UInt64(count) <= lowRegion.size - offset {
+            let base = UnsafeMutableRawPointer(bitPattern: lowRegion.hostAddress + UInt(offset))
+            return UnsafeMutableRawBufferPointer(start: base, count: count)
+        }
+        return try bufferAbove(address, count: count)
+    }
+
+    /// ``buffer(at:count:)`` for ranges that do not start in the lowest region.
+    @usableFromInline
+    func bufferAbove(_ address: UInt64, count: Int) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         guard count >= 0, let region = region(containing: address) else {
             throw .outOfRange(address: address, count: count)
         }

@@ -25,9 +25,11 @@ final class QueueDoorbells: Sendable {
         self.log = log
         length = vm.system.checkExtension(.ioeventfdAnyLength) > 0 ? 0 : 2
         events = try (0..<transport.queueCount).map { _ in try EventFD() }
+        // Watched edge-triggered and never read: every signal of an eventfd wakes its pollers,
+        // so each guest write is an edge of its own, and the counter saturates instead of
+        // overflowing. Reading it would be one system call per doorbell for nothing.
         for (queue, event) in events.enumerated() {
-            try loop.add(event.fd) { [transport] in
-                event.drain()
+            try loop.add(event.fd, interest: [.readable, .edgeTriggered]) { [transport] _ in
                 transport.notify(queue: queue)
                 return .keep
             }

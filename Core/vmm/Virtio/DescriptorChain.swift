@@ -112,7 +112,8 @@ public struct DescriptorBuffers: RandomAccessCollection, Sendable, Equatable, Ex
 
     private var first = none
     private var second = none
-    private var more: [Buffer] = []
+    /// Nil, not empty, in the common case: copying a nil array retains nothing.
+    private var more: [Buffer]? = nil
     public private(set) var count = 0
 
     public init() {}
@@ -131,7 +132,7 @@ public struct DescriptorBuffers: RandomAccessCollection, Sendable, Equatable, Ex
         switch position {
         case 0: return first
         case 1: return second
-        default: return more[position - 2]
+        default: return more?[position - 2] ?? Self.none
         }
     }
 
@@ -139,7 +140,9 @@ public struct DescriptorBuffers: RandomAccessCollection, Sendable, Equatable, Ex
         switch count {
         case 0: first = buffer
         case 1: second = buffer
-        default: more.append(buffer)
+        default:
+            if more == nil { more = [] }
+            more?.append(buffer)
         }
         count += 1
     }

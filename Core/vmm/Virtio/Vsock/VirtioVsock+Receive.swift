@@ -76,47 +76,46 @@ extension VirtioVsock {
     func sendData(
         first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
     ) throws(VirtqueueError) -> Bool {
-        let ready = state.connections.keys.filter { state.connections[$0]?.wantsToSendData == true }.sorted()
-        guard let fd = ready.first(where: { $0 > state.lastServed }) ?? ready.first,
-            var connection = state.connections[fd], connection.key != nil
+        guard let fd = nextSender(state), var connection = state.connections[fd], connection.key != nil
         else { return false }
         state.lastServed = fd
         let readAhead = connection.readAhead.flatMap { $0.isEmpty ? nil : $0 }
         let budget = min(Int(connection.peerCredit), Self.maxBatchBytes, readAhead?.count ?? Int.max)
 
         // The buffers to fill and how much payload each takes; extra ones are popped while the
-        // budget lasts, and given back (in reverse, as popped) if the read comes up short.
-        var chains: [PlannedPacket] = []
-        chains.reserveCapacity(Self.maxBatchBuffers)
-        chains.append(
-            PlannedPacket(chain: first, capacity: min(room - VsockHeader.size, Self.maxPacketPayload, budget)))
-        var planned = chains[0].capacity
-        while planned < budget, chains.count < Self.maxBatchBuffers, let next = try queue.popChain(memory: memory) {
-            let nextRoom = next.writableLength
-            guard nextRoom > VsockHeader.size else {
-                queue.undoPop()
-                break
-            }
-            let capacity = min(nextRoom - VsockHeader.size, Self.maxPacketPayload, budget - planned)
-            chains.append(PlannedPacket(chain: next, capacity: capacity))
-            planned += capacity
-        }
-        var vectors: [iovec] = []
-        vectors.reserveCapacity(chains.count)
-        for planned in chains {
-            for buffer in planned.chain.segments(writable: true, skipping: VsockHeader.size, limit: planned.capacity) {
-                guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
-                    for _ in 1..<chains.count { queue.undoPop() }
-                    throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
+        // budget lasts (those whose header has a place of its own, in one buffer), and given
+        // back (in reverse, as popped) if the read comes up short.
+        let batch = receiveBatch
+        batch.removeAll()
+        let firstCapacity = min(room - VsockHeader.size, Self.maxPacketPayload, budget)
+        batch.append(.init(head: first.head, capacity: firstCapacity, header: nil))
+        var planned = firstCapacity
+        do {
+            try addVectors(of: first, capacity: firstCapacity, to: batch, memory: memory)
+            while planned < budget, !batch.isFull, let next = try queue.popChain(memory: memory) {
+                let nextRoom = next.writableLength
+                guard nextRoom > VsockHeader.size, next.buffers.count <= batch.vectorRoom,
+                    let header = headerSpot(in: next, memory: memory)
+                else {
+                    queue.undoPop()
+                    break
                 }
-                vectors.append(iovec(iov_base: bytes.baseAddress, iov_len: bytes.count))
+                let capacity = min(nextRoom - VsockHeader.size, Self.maxPacketPayload, budget - planned)
+                batch.append(.init(head: next.head, capacity: capacity, header: header))
+                planned += capacity
+                try addVectors(of: next, capacity: capacity, to: batch, memory: memory)
             }
+        } catch {
+            for _ in 1..<batch.packetCount { queue.undoPop() }
+            throw error
         }
         let n: Int
         if let readAhead {
             // Bytes read ahead go first, in order; the budget never exceeds what is held. An
             // empty ring is given back, so that streams that stalled once do not keep one.
-            n = vectors.reduce(0) { $0 + readAhead.take(into: .init(start: $1.iov_base, count: $1.iov_len)) }
+            n = batch.vectors[..<batch.vectorCount].reduce(0) {
+                $0 + readAhead.take(into: .init(start: $1.iov_base, count: $1.iov_len))
+            }
             if readAhead.isEmpty {
                 connection.readAhead = nil
                 state.readAheadBuffers -= 1
@@ -126,11 +125,13 @@ extension VirtioVsock {
             var result = -1
             var readError = connection.hostReadError
             if readError == 0 {
-                repeat { result = readv(fd, vectors, Int32(vectors.count)) } while result < 0 && errno == EINTR
+                repeat {
+                    result = readv(fd, batch.vectors.baseAddress, Int32(batch.vectorCount))
+                } while result < 0 && errno == EINTR
                 if result < 0 { readError = errno }
             }
             guard result > 0 else {
-                for _ in 1..<chains.count { queue.undoPop() }
+                for _ in 1..<batch.packetCount { queue.undoPop() }
                 noteEmptyRead(result, error: readError, fd, &connection, &state)
                 return false
             }
@@ -140,20 +141,60 @@ extension VirtioVsock {
         // Each buffer carries what landed in it; the ones the read did not reach go back.
         var remaining = n
         var used = 0
-        for planned in chains where remaining > 0 {
-            let (chain, length) = (planned.chain, min(planned.capacity, remaining))
-            var header = packet(.rw, for: &connection)
+        while used < batch.packetCount, remaining > 0 {
+            let packet = batch.packets[used]
+            let length = min(packet.capacity, remaining)
+            var header = self.packet(.rw, for: &connection)
             header.length = UInt32(length)
-            try writeHeader(header, into: chain, memory: memory)
-            try queue.pushUsed(head: chain.head, written: UInt32(VsockHeader.size + length), memory: memory)
+            if let spot = packet.header {
+                header.store(into: spot)
+            } else {
+                try writeHeader(header, into: first, memory: memory)
+            }
+            try queue.pushUsed(head: packet.head, written: UInt32(VsockHeader.size + length), memory: memory)
             remaining -= length
             used += 1
         }
-        for _ in used..<chains.count { queue.undoPop() }
+        for _ in used..<batch.packetCount { queue.undoPop() }
         connection.sentToGuest &+= UInt32(n)
         readAheadIfDue(fd, &connection, &state)
         state.connections[fd] = connection
         return true
+    }
+
+    /// Adds the `iovec`s of where a receive chain's payload goes (after its header, at most
+    /// `capacity` bytes) to `batch`.
+    private func addVectors(
+        of chain: DescriptorChain, capacity: Int, to batch: VsockReceiveBatch, memory: GuestMemory
+    ) throws(VirtqueueError) {
+        for buffer in chain.segments(writable: true, skipping: VsockHeader.size, limit: capacity) {
+            guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
+                throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
+            }
+            batch.appendVector(bytes)
+        }
+    }
+
+    /// Where a header goes in place in a receive chain: its first writable buffer, when that
+    /// holds a whole header (Linux gives the header a buffer of its own).
+    func headerSpot(in chain: DescriptorChain, memory: GuestMemory) -> UnsafeMutableRawBufferPointer? {
+        for buffer in chain.buffers where buffer.isWritable {
+            guard buffer.length >= VsockHeader.size else { return nil }
+            return try? memory.buffer(at: buffer.address, count: VsockHeader.size)
+        }
+        return nil
+    }
+
+    /// The stream whose turn it is to fill receive buffers: among those with data for the guest,
+    /// the first after the last one served in descriptor order, else the lowest (round robin).
+    func nextSender(_ state: State) -> Int32? {
+        var after: Int32?
+        var lowest: Int32?
+        for (fd, connection) in state.connections where connection.wantsToSendData {
+            if fd > state.lastServed, after.map({ fd < $0 }) ?? true { after = fd }
+            if lowest.map({ fd < $0 }) ?? true { lowest = fd }
+        }
+        return after ?? lowest
     }
 
     /// A read of the host socket that brought nothing: `result` is readv's (0 at the end of the
@@ -203,11 +244,5 @@ extension VirtioVsock {
                 connection.hostReadError = errno
             }
         }
-    }
-
-    /// A receive buffer taken for one read, and how much payload it may carry.
-    fileprivate struct PlannedPacket {
-        let chain: DescriptorChain
-        let capacity: Int
     }
 }

@@ -26,11 +26,7 @@ extension VirtioVsock {
     func writeHeader(_ header: VsockHeader, into chain: DescriptorChain, memory: GuestMemory)
         throws(VirtqueueError)
     {
-        if let first = chain.buffers.first(where: \.isWritable), first.length >= VsockHeader.size,
-            let raw = try? memory.buffer(at: first.address, count: VsockHeader.size)
-        {
-            return header.store(into: raw)
-        }
+        if let spot = headerSpot(in: chain, memory: memory) { return header.store(into: spot) }
         try chain.writeBytes(header.encoded, memory: memory)
     }
 

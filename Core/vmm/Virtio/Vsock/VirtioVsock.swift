@@ -96,6 +96,8 @@ public final class VirtioVsock: EventLoopDevice {
     let hostSendBufferBytes: Int32
     let loop = Mutex<EventLoop?>(nil)
     let log: @Sendable (String) -> Void
+    /// The receive buffers of the read being made (used under the state lock).
+    let receiveBatch = VsockReceiveBatch(maxPackets: VirtioVsock.maxBatchBuffers)
 
     /// Listens at `socketPath` for host connections, and at each of `portSockets` for
     /// connections to that one guest port.
