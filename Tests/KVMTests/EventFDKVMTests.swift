@@ -13,15 +13,16 @@ import Testing
 /// ioeventfd and irqfd on the build machine's real /dev/kvm.
 @Suite("KVM eventfds", .serialized)
 struct EventFDKVMTests {
+    /// mov rcx,0xfee01000; mov word [rcx+8],1: the guest's write to the doorbell at 0xfee01008.
+    static let ringDoorbell: [UInt8] = [
+        0x48, 0xB9, 0x00, 0x10, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00,
+        0x66, 0xC7, 0x41, 0x08, 0x01, 0x00,
+    ]
+
     @Test("a guest write to an ioeventfd address signals the eventfd without an exit")
     func ioeventfdTakesTheWrite() throws {
-        // mov rcx,0xfee01000; mov word [rcx+8],1; mov word [rcx+0x10],2; hlt
-        let code: [UInt8] = [
-            0x48, 0xB9, 0x00, 0x10, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00,
-            0x66, 0xC7, 0x41, 0x08, 0x01, 0x00,
-            0x66, 0xC7, 0x41, 0x10, 0x02, 0x00,
-            0xF4,
-        ]
+        // The doorbell; mov word [rcx+0x10],2; hlt
+        let code = Self.ringDoorbell + [0x66, 0xC7, 0x41, 0x10, 0x02, 0x00, 0xF4]
         let guest = try TinyGuest(code: code, longMode: true)
         let device = EchoDevice(answer: 0)
         try guest.mmio.insert(device, base: 0xFEE0_1000, length: 0x100)
@@ -36,13 +37,8 @@ struct EventFDKVMTests {
 
     @Test("an ioeventfd watched edge-triggered and never read reports every guest write")
     func ioeventfdEdgesWithoutReads() throws {
-        // mov rcx,0xfee01000; again: mov word [rcx+8],1; hlt; jmp again
-        let code: [UInt8] = [
-            0x48, 0xB9, 0x00, 0x10, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00,
-            0x66, 0xC7, 0x41, 0x08, 0x01, 0x00,
-            0xF4,
-            0xEB, 0xF7,
-        ]
+        // mov rcx,0xfee01000; again: mov word [rcx+8],1; hlt; jmp again (back 9 bytes)
+        let code = Self.ringDoorbell + [0xF4, 0xEB, 0xF7]
         let guest = try TinyGuest(code: code, longMode: true)
         let doorbell = try EventFD()
         try guest.vm.registerIOEventFD(eventfd: doorbell.fd, address: 0xFEE0_1008, length: 2, isPIO: false)
@@ -72,12 +68,8 @@ struct EventFDKVMTests {
 
     @Test("after deassign the same write exits to the VMM again")
     func ioeventfdDeassign() throws {
-        // mov rcx,0xfee01000; mov word [rcx+8],1; hlt
-        let code: [UInt8] = [
-            0x48, 0xB9, 0x00, 0x10, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00,
-            0x66, 0xC7, 0x41, 0x08, 0x01, 0x00,
-            0xF4,
-        ]
+        // The doorbell; hlt
+        let code = Self.ringDoorbell + [0xF4]
         let guest = try TinyGuest(code: code, longMode: true)
         let device = EchoDevice(answer: 0)
         try guest.mmio.insert(device, base: 0xFEE0_1000, length: 0x100)

@@ -175,16 +175,6 @@ extension VirtioVsock {
         }
     }
 
-    /// Where a header goes in place in a receive chain: its first writable buffer, when that
-    /// holds a whole header (Linux gives the header a buffer of its own).
-    func headerSpot(in chain: DescriptorChain, memory: GuestMemory) -> UnsafeMutableRawBufferPointer? {
-        for buffer in chain.buffers where buffer.isWritable {
-            guard buffer.length >= VsockHeader.size else { return nil }
-            return try? memory.buffer(at: buffer.address, count: VsockHeader.size)
-        }
-        return nil
-    }
-
     /// The stream whose turn it is to fill receive buffers: among those with data for the guest,
     /// the first after the last one served in descriptor order, else the lowest (round robin).
     func nextSender(_ state: State) -> Int32? {

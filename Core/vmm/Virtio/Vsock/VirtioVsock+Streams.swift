@@ -30,6 +30,16 @@ extension VirtioVsock {
         try chain.writeBytes(header.encoded, memory: memory)
     }
 
+    /// Where a header goes in place in a receive chain: its first writable buffer, when that
+    /// holds a whole header (Linux gives the header a buffer of its own).
+    func headerSpot(in chain: DescriptorChain, memory: GuestMemory) -> UnsafeMutableRawBufferPointer? {
+        for buffer in chain.buffers where buffer.isWritable {
+            guard buffer.length >= VsockHeader.size else { return nil }
+            return try? memory.buffer(at: buffer.address, count: VsockHeader.size)
+        }
+        return nil
+    }
+
     /// Sends as much of `bytes` as the host socket takes now: the count sent (short of all of
     /// them once the socket is full), or nil when the socket failed.
     func sendAvailable(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int? {
