@@ -46,7 +46,9 @@ let package = Package(
             path: "Core/vmm/Virtio"),
         .target(
             name: "VMM",
-            dependencies: ["KVM", "CKVM", "X86", "GuestMemory", "EventLoop", "Devices", "PCI", "Virtio", "Sandbox"],
+            dependencies: [
+                "KVM", "CKVM", "CLinux", "X86", "GuestMemory", "EventLoop", "Devices", "PCI", "Virtio", "Sandbox",
+            ],
             path: "Core/vmm/VMM"),
         .executableTarget(
             name: "vmm",
@@ -264,7 +266,8 @@ let package = Package(
         .testTarget(
             name: "SandboxTests", dependencies: ["Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/SandboxTests"),
         .testTarget(
-            name: "VMMTests", dependencies: ["VMM", "Sandbox", "SandboxProbe", "CSeccomp"], path: "Tests/VMMTests"),
+            name: "VMMTests", dependencies: ["VMM", "Sandbox", "SandboxProbe", "CSeccomp", "EventLoop"],
+            path: "Tests/VMMTests"),
         .testTarget(
             name: "GuestAgentTests",
             dependencies: [

@@ -6,7 +6,34 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <unistd.h>
+
+// MARK: - CPU affinity
+
+int clinux_get_thread_cpus(unsigned long long *mask, int words) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -errno;
+    for (int word = 0; word < words; word++) {
+        mask[word] = 0;
+        for (int bit = 0; bit < 64; bit++)
+            if (word * 64 + bit < CPU_SETSIZE && CPU_ISSET(word * 64 + bit, &set)) mask[word] |= 1ULL << bit;
+    }
+    return 0;
+}
+
+int clinux_set_thread_cpus(const unsigned long long *mask, int words) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int word = 0; word < words; word++)
+        for (int bit = 0; bit < 64; bit++)
+            if (mask[word] >> bit & 1) {
+                if (word * 64 + bit >= CPU_SETSIZE) return -EINVAL;
+                CPU_SET(word * 64 + bit, &set);
+            }
+    return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : -errno;
+}
 
 // MARK: - IPv4 interfaces and routes (maitred in the guest, concierge for TAPs on the host)
 

@@ -49,6 +49,20 @@ struct VMMSandboxTests {
         #expect(try run(Int(SYS_prctl), (16, 0, 0)) == status)  // PR_GET_NAME
     }
 
+    @Test("a VM with placed vCPUs may set its calling thread's CPUs, and no other task's; others may not")
+    func placingThreads() throws {
+        let context = try VMMSandbox.policy(placingThreads: true).compile(allThreads: false)
+        defer { seccomp_release(context) }
+        let status = VMMSandbox.violationExitStatus
+        func placing(_ pid: UInt) -> Int32 {
+            (sandbox_probe(context, Int(SYS_sched_setaffinity), pid, 128, 0, status) >> 8) & 0xFF
+        }
+        // Allowed: the kernel sees the call, and the missing mask is EFAULT.
+        #expect(placing(0) == EFAULT)
+        #expect(placing(1) == status)
+        #expect(try run(Int(SYS_sched_setaffinity), (0, 128, 0)) == status)
+    }
+
     @Test("opening a file fails with EACCES instead of stopping vmm (glibc's malloc may try)")
     func openFails() throws {
         let path: StaticString = "/etc/hostname"

@@ -1,8 +1,8 @@
 #!/bin/bash
 # vmm boots the stock Debian kernel with a busybox initramfs: to the guest's init with 1 and 4
 # vCPUs, as a bzImage and as the ELF vmlinux inside it (PVH), console input and output, the
-# port-0x80 boot marker, reboot and poweroff ending vmm with status 0, and clear errors for bad
-# kernels and arguments.
+# port-0x80 boot marker, reboot and poweroff ending vmm with status 0, vCPU and device threads
+# placed on the CPUs asked for, and clear errors for bad kernels and arguments.
 source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d)
 
@@ -20,6 +20,8 @@ if grep -q console_input /proc/cmdline; then
   done
   echo "GUEST-READ [$line]"
 fi
+# "hold": stay up a while, so that the host can look at vmm's threads.
+grep -q hold /proc/cmdline && sleep 4
 grep -q do_poweroff /proc/cmdline && poweroff -f
 reboot -f
 INIT
@@ -34,6 +36,21 @@ check "1 vCPU: guest init runs, reboot ends vmm with 0" bash -c "$(declare -f bo
 check "the boot marker on port 0x80 is logged with a time" grep -Eq 'boot marker 0x41 at [0-9]+\.[0-9] ms' "$work/one.log"
 check "poweroff (ACPI S5) ends vmm with 0" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/off.log --params 'quiet do_poweroff' && grep -q 'guest powered off' $work/off.log"
 check "4 vCPUs: the guest sees 4 CPUs" bash -c "$(declare -f boot); work=$work GUEST_KERNEL=$GUEST_KERNEL; boot $work/four.log --cpus 4 --mem 512 --params quiet && grep -q 'GUEST-INIT cpus=4' $work/four.log"
+# Placement: the vCPU threads on the testbed's CPU 1, the device thread and the rest on CPU 0,
+# as each thread's allowed CPUs show while the guest runs.
+placed() {
+  vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --no-console-input --cpus 2 --params 'quiet hold' \
+    --vcpu-affinity 1 --device-affinity 0 </dev/null >"$work/placed.log" 2>&1 &
+  local pid=$! i t
+  for i in $(seq 240); do grep -q GUEST-INIT "$work/placed.log" && break; sleep 0.5; done
+  for t in /proc/$pid/task/*; do echo "$(cat "$t/comm")=$(sed -n 's/^Cpus_allowed_list:\s*//p' "$t/status")"; done | sort | tr '\n' ' '
+  wait "$pid"
+  echo "status=$?"
+}
+echo "placed threads: $(placed | tee "$work/placed")"
+check "--vcpu-affinity 1: both vCPU threads may run on CPU 1 only" grep -q 'vcpu0=1 vcpu1=1 ' "$work/placed"
+check "--device-affinity 0: the device thread and vmm's other threads on CPU 0 only" bash -c "grep -q 'devices=0 ' $work/placed && ! tr ' ' '\\n' <$work/placed | grep -v -e '^vcpu[01]=1\$' -e '^status=' -e '=0\$' | grep -q ."
+check "the placed VM's guest ran with 2 CPUs and vmm ended with 0" bash -c "grep -q 'GUEST-INIT cpus=2' $work/placed.log && grep -q 'status=0' $work/placed"
 # PVH: the ELF vmlinux inside the Debian bzImage (an xz stream after the setup code) boots
 # directly in 32-bit protected mode from its XEN_ELFNOTE_PHYS32_ENTRY.
 xz_at=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$GUEST_KERNEL" | head -n 1 | cut -d: -f1)
@@ -72,6 +89,8 @@ check "random bytes are refused as a kernel" bash -c "$(declare -f fails_with); 
 check "a directory is refused as an initrd" bash -c "$(declare -f fails_with); fails_with 'not a regular file' --kernel $GUEST_KERNEL --initrd /tmp"
 check "--cpus 0 is refused" bash -c "$(declare -f fails_with); fails_with 'cpus 0' --kernel $GUEST_KERNEL --cpus 0"
 check "--mem 1 is refused" bash -c "$(declare -f fails_with); fails_with 'too small' --kernel $GUEST_KERNEL --mem 1"
+check "a CPU the VMM may not use is refused by name" bash -c "$(declare -f fails_with); fails_with 'vcpu-affinity 63: none of these CPUs is available to vmm (it may use 0-1)' --kernel $GUEST_KERNEL --vcpu-affinity 63"
+check "a malformed CPU list is refused" bash -c "$(declare -f fails_with); fails_with '\"0-x\" is not a CPU or a range' --kernel $GUEST_KERNEL --device-affinity 0-x"
 check "a bad --serial is refused" bash -c "$(declare -f fails_with); fails_with 'serial must be' --kernel $GUEST_KERNEL --serial bogus"
 rm -rf "$work"
 finish

@@ -5,7 +5,8 @@
 # system, idle, softirq), each VMM thread's CPU time, KVM's exit counts for the VM (debugfs) and
 # the guest's interrupt counts, all as deltas over the transfer. KINDS (default "vmm qemu") may
 # add guest kernel parameters to a VMM with "+", e.g. "vmm vmm+no-kvmapf+nopv" ("+bigbuf" gives vmm's
-# host client a 2 MiB socket send buffer instead, "+midbuf" the most an unprivileged client gets);
+# host client a 2 MiB socket send buffer instead, "+midbuf" the most an unprivileged client gets,
+# "+pinned" puts the vCPU threads alone on CPU 1 and the VMM's other threads on CPU 0);
 # "vmm@NAME" runs the binary vmm-NAME instead of vmm (another build added to the testbed's layer,
 # to compare two builds in one run); RUNS transfers
 # are made in each VM (default 2), and a VM that dies has its log and console printed.
@@ -18,6 +19,8 @@ runs=${3:-2}
 flags=${4:-}
 work=$(mktemp -d)
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
+# The scheduler's wake-up counts (/proc/schedstat) are kept only while this is on.
+sysctl -qw kernel.sched_schedstats=1 2>/dev/null
 # FLAGS (comma-separated): "quick" measures only the rate (no counters: many runs, to see whether
 # a VM dies); "trace" records KVM's exits and injections and prints the last of them when a VM dies;
 # "exits" traces each transfer and counts KVM's exits by reason and MMIO and port accesses by address;
@@ -70,8 +73,16 @@ preamble() { [ "$1" = vmm ] && printf 'CONNECT %s\n' "$2"; true; }
 host_counters() {
   local pid=$1 t
   head -n 1 /proc/stat
-  for t in /proc/"$pid"/task/*; do echo "thread $(cat "$t/comm")/${t##*/} $(cut -d' ' -f14,15 "$t/stat")"; done
-  for t in $(pgrep -x "vhost-$pid"); do echo "thread vhost/$t $(cut -d' ' -f14,15 /proc/"$t"/stat)"; done
+  # Each thread: CPU ticks (user, system), then its schedstat (ns on a CPU, ns waiting on a run
+  # queue, time slices) and its involuntary context switches: a thread that was runnable but
+  # waited for a CPU shows it here.
+  for t in /proc/"$pid"/task/* $(pgrep -x "vhost-$pid" | sed 's|^|/proc/|'); do
+    echo "thread $(cat "$t/comm" | tr ' ' _)/${t##*/} $(cut -d' ' -f14,15 "$t/stat") $(cat "$t/schedstat")" \
+      "$(sed -n 's/^nonvoluntary_ctxt_switches:\s*//p' "$t/status")"
+  done
+  # Each testbed CPU (/proc/schedstat): wake-ups, those of a task on the waker's own CPU, and the
+  # time all tasks spent waiting for it.
+  awk '/^cpu[0-9]/ { print "sched", $1, $6, $7, $9 }' /proc/schedstat
   for f in /sys/kernel/debug/kvm/"$pid"-*/*; do [ -f "$f" ] && echo "kvm $(basename "$f") $(cat "$f" 2>/dev/null)"; done
 }
 # guest_counters KIND: the guest's interrupt and context-switch counts (over vsock port 1237).
@@ -85,8 +96,11 @@ report() {
     total = 0; for (i = 2; i <= n; i++) total += d[i]
     printf "  testbed CPU: user %d%% system %d%% idle %d%% iowait %d%% irq %d%% softirq %d%% (%d ticks)\n",
       100 * d[2] / total, 100 * d[4] / total, 100 * d[5] / total, 100 * d[6] / total, 100 * d[7] / total, 100 * d[8] / total, total }'
-  join <(grep '^thread' "$1" | awk '{ print $2, $3, $4 }' | sort) <(grep '^thread' "$2" | awk '{ print $2, $3, $4 }' | sort) 2>/dev/null |
-    awk '{ u = $4 - $2; s = $5 - $3; if (u + s > 0) printf "  thread %-22s %5d ticks (user %d, system %d)\n", $1, u + s, u, s }'
+  join <(grep '^thread' "$1" | cut -d' ' -f2- | sort) <(grep '^thread' "$2" | cut -d' ' -f2- | sort) 2>/dev/null |
+    awk '{ u = $8 - $2; s = $9 - $3; if (u + s > 0) printf "  thread %-22s %5d ticks (user %d, system %d), ran %d ms, waited for a CPU %d ms, %d slices, %d preempted\n",
+      $1, u + s, u, s, ($10 - $4) / 1e6, ($11 - $5) / 1e6, $12 - $6, $13 - $7 }'
+  join <(grep '^sched' "$1" | cut -d' ' -f2-) <(grep '^sched' "$2" | cut -d' ' -f2-) |
+    awk '{ printf "  testbed %s: %d wake-ups (%d on the waker'"'"'s CPU), tasks waited for it %d ms\n", $1, $5 - $2, $6 - $3, ($7 - $4) / 1e6 }'
   join <(grep '^kvm' "$1" | awk '{ print $2, $3 }' | sort) <(grep '^kvm' "$2" | awk '{ print $2, $3 }' | sort) 2>/dev/null |
     awk '{ if ($3 - $2 > 0) printf "  kvm %-28s %10d\n", $1, $3 - $2 }'
   diff <(grep '^guest' "$1") <(grep '^guest' "$2") | grep '^>' | sed 's/^> guest/  guest after:/' | cut -c1-150
@@ -103,18 +117,29 @@ for variant in $kinds; do
   # the kernel doubles: about 416 KiB).
   sndbuf=; [[ $params == *bigbuf* ]] && { sysctl -qw net.core.wmem_max=4194304; sndbuf=,sndbuf=2097152; }
   [[ $params == *midbuf* ]] && sndbuf=,sndbuf=$(sysctl -n net.core.wmem_max)
-  params=${params//bigbuf/}; params=${params//midbuf/}
+  # "+pinned": the VMM's vCPU threads alone on testbed CPU 1, its other threads (the device
+  # thread, or vhost's worker) on CPU 0 with everything else: vmm's own --vcpu-affinity and
+  # --device-affinity, taskset for QEMU's threads.
+  pinned=; [[ $params == *pinned* ]] && pinned=1
+  params=${params//bigbuf/}; params=${params//midbuf/}; params=${params//pinned/}
   if [ "$kind" = qemu ]; then modprobe vhost_vsock; else modprobe -r vhost_vsock 2>/dev/null; fi
   rm -f "$work/serial.log"
   case $kind in
     vmm) "$vmm_bin" run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
-      --params "$params" --socket "$work/control.sock" --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
+      --params "$params" --socket "$work/control.sock" --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" \
+      ${pinned:+--vcpu-affinity 1 --device-affinity 0} </dev/null >"$work/vmm.log" 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
       -append "console=ttyS0 $params" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
   esac
   vm=$!
   for i in $(seq 120); do grep -q PROFILE-READY "$work/serial.log" 2>/dev/null && break; sleep 0.5; done
+  # vmm places its threads itself (above); QEMU's are placed from outside.
+  if [ -n "$pinned" ] && [ "$kind" = qemu ]; then
+    for t in /proc/"$vm"/task/* $(pgrep -x "vhost-$vm" | sed 's|^|/proc/|'); do
+      case $(cat "$t/comm") in vcpu* | "CPU "*) taskset -pc 1 "${t##*/}" ;; *) taskset -pc 0 "${t##*/}" ;; esac >/dev/null
+    done
+  fi
   [[ $flags == *info* ]] && tr -d '\r' <"$work/serial.log" | grep GUEST-INFO | sed "s/^/$variant /" | cut -c1-2000
   for run in $(seq "$runs"); do
     [[ $flags == *quick* ]] || { guest_counters "$kind"; host_counters "$vm"; } >"$work/before" 2>/dev/null

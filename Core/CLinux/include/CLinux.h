@@ -25,6 +25,12 @@ int setresgid(unsigned int rgid, unsigned int egid, unsigned int sgid);
 /// O_PATH (open(2)): a descriptor that names a file without opening it, also behind _GNU_SOURCE.
 static const int CLINUX_O_PATH = 010000000;
 
+/// The calling thread's CPU affinity as a bit mask of `words` 64-bit words (CPU n is bit n % 64
+/// of word n / 64): sched_getaffinity(2) and sched_setaffinity(2) on thread 0, behind
+/// _GNU_SOURCE too. Return 0 or -errno.
+int clinux_get_thread_cpus(unsigned long long *mask, int words);
+int clinux_set_thread_cpus(const unsigned long long *mask, int words);
+
 /// Names the calling thread (at most 15 bytes are kept), as `ps -L` and /proc show it.
 static inline void clinux_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 

@@ -278,10 +278,15 @@ public final class Machine: Sendable {
             control?.removeSocketFile()
             vsockDevice.withLock { $0 }?.removeSocketFile()
         }
+        // Placement: every thread started from here on inherits the device threads' CPUs; the
+        // vCPU threads move themselves to theirs.
+        try config.vcpuAffinity?.check(for: "--vcpu-affinity")
+        try config.deviceAffinity?.check(for: "--device-affinity")
+        try config.deviceAffinity?.applyToCurrentThread(for: "--device-affinity")
         // Everything is open and mapped: from here on, only what a running VM needs (and the
         // threads started below inherit the empty capability sets).
         if config.sandbox {
-            try VMMSandbox.enter()
+            try VMMSandbox.enter(placingThreads: config.vcpuAffinity != nil)
             log.info("sandbox: seccomp allowlist loaded, capabilities dropped")
         }
         try StopSignals.handle { [weak self] in self?.stop(.stopped) }
@@ -331,6 +336,9 @@ public final class Machine: Sendable {
 
     private func runLoop(_ vcpu: VCPU) {
         let activity = vcpuActivity[Int(vcpu.id)]
+        do { try config.vcpuAffinity?.applyToCurrentThread(for: "--vcpu-affinity") } catch {
+            return stop(.crashed("vCPU \(vcpu.id): \(error)"))
+        }
         while !isStopping {
             gate.parkIfPaused()
             if isStopping { break }

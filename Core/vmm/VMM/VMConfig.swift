@@ -24,6 +24,10 @@ public struct VMConfig: Sendable {
     public var parameters: String = ""
     public var memoryMiB: UInt64 = 256
     public var cpus: Int = 1
+    /// Host CPUs the vCPU threads run on (nil: wherever the scheduler puts them).
+    public var vcpuAffinity: CPUSet?
+    /// Host CPUs the VMM's other threads run on: the device thread above all (nil: anywhere).
+    public var deviceAffinity: CPUSet?
     public var serial: SerialOutput = .stdout
     /// Output of a virtio-console (the guest's hvc0), if the VM has one; host input then goes
     /// to hvc0 instead of the serial port.

@@ -28,7 +28,11 @@ enum VMMSandbox {
     /// Terminal ioctls for the interactive console: tcgetattr/tcsetattr, window size, FIONBIO.
     static let terminalIoctls: [UInt64] = [0x5401, 0x5402, 0x5403, 0x5404, 0x5413, 0x5421]
 
-    static var policy: SeccompFilter {
+    static var policy: SeccompFilter { policy(placingThreads: false) }
+
+    /// The allowlist; `placingThreads` adds `sched_setaffinity` on the calling thread only (pid
+    /// 0), for a VM whose vCPU threads are placed on CPUs of their own (`--vcpu-affinity`).
+    static func policy(placingThreads: Bool) -> SeccompFilter {
         var filter = SeccompFilter(defaultAction: .trap)
         filter.allow([
             // I/O on descriptors opened before the sandbox (disks, consoles, sockets, eventfds, the TAP).
@@ -61,12 +65,13 @@ enum VMMSandbox {
         // vsock: a guest connection to host port P connects to the Unix socket <path>_P.
         filter.allow("socket", argument: 0, in: [UInt64(AF_UNIX)])
         filter.allow(["connect"])
+        if placingThreads { filter.allow("sched_setaffinity", argument: 0, in: [0]) }
         return filter
     }
 
     /// Drops every capability, sets no_new_privs and loads ``policy``. Call before starting any
     /// thread: capabilities are per thread and new threads inherit the caller's.
-    static func enter() throws(VMMError) {
+    static func enter(placingThreads: Bool = false) throws(VMMError) {
         // glibc reads /etc/localtime on the first time conversion (even gmtime_r, which the
         // CMOS clock uses); do it now, while files may still be opened.
         tzset()
@@ -74,7 +79,7 @@ enum VMMSandbox {
             try SeccompFilter.installReporter(prefix: "vmm", exitStatus: violationExitStatus)
             try Privileges.dropAllCapabilities()
             try Privileges.forbidNewPrivileges()
-            try policy.load(allThreads: true)
+            try policy(placingThreads: placingThreads).load(allThreads: true)
         } catch {
             throw VMMError("cannot enter the sandbox: \(error) (--disable-sandbox runs without it)")
         }

@@ -86,6 +86,18 @@ struct RunCommand: ParsableCommand {
             valueName: "mac"))
     var mac: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Run the vCPU threads only on these host CPUs (a list such as 2-3 or 1,3; default: anywhere).",
+            valueName: "cpus"))
+    var vcpuAffinity: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Run the device thread and vmm's other threads only on these host CPUs (default: anywhere).",
+            valueName: "cpus"))
+    var deviceAffinity: String?
+
     @Flag(help: "Do not feed stdin to the serial console.")
     var noConsoleInput = false
 
@@ -99,6 +111,14 @@ struct RunCommand: ParsableCommand {
         _ = try vsockPortSockets()
         if let console { _ = try output(console, option: "console") }
         _ = try netConfig()
+        _ = try cpuSet(vcpuAffinity)
+        _ = try cpuSet(deviceAffinity)
+    }
+
+    func cpuSet(_ list: String?) throws -> CPUSet? {
+        do { return try list.map { list throws(VMMError) in try CPUSet(parsing: list) } } catch {
+            throw ValidationError(error.description)
+        }
     }
 
     func netConfig() throws -> VMConfig.NetConfig? {
@@ -142,6 +162,8 @@ struct RunCommand: ParsableCommand {
         config.serialInput = !noConsoleInput
         config.controlSocket = socket
         config.sandbox = !disableSandbox
+        config.vcpuAffinity = try cpuSet(vcpuAffinity)
+        config.deviceAffinity = try cpuSet(deviceAffinity)
         if let cid, let vsock { config.vsock = (cid, vsock) }
         config.vsockPortSockets = try vsockPortSockets()
         config.net = try netConfig()
