@@ -16,7 +16,13 @@ struct ContainerTests {
         init() throws {
             path = NSTemporaryDirectory() + "container-root-" + UUID().uuidString.prefix(8).lowercased()
             try FileManager.default.createDirectory(atPath: "\(path)/bin", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: "\(path)/bin/busybox")
+            // Copied by cp, not in this process: a child forked meanwhile by a test running in
+            // parallel would inherit our descriptor open for writing, and exec would then fail
+            // with ETXTBSY ("Text file busy") until that child execs in turn.
+            let copy = try Process.run(
+                URL(fileURLWithPath: "/bin/cp"), arguments: ["/bin/busybox", "\(path)/bin/busybox"])
+            copy.waitUntilExit()
+            guard copy.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
             try FileManager.default.createSymbolicLink(atPath: "\(path)/bin/sh", withDestinationPath: "busybox")
         }
 
@@ -112,7 +118,10 @@ struct ContainerTests {
         #expect(image.read("var/containers/c1/root/marker") == nil, "the overlay is mounted in the container only")
         try await manager.stop("c1", grace: .milliseconds(300))
 
-        request.command = ["/bin/busybox", "sh", "-c", "busybox cat /marker /done >/seen.tmp; busybox mv /seen.tmp /seen; exec busybox sleep 60"]
+        request.command = [
+            "/bin/busybox", "sh", "-c",
+            "busybox cat /marker /done >/seen.tmp; busybox mv /seen.tmp /seen; exec busybox sleep 60",
+        ]
         _ = try manager.start(request)
         #expect(await Self.eventually { image.read("var/containers/c1/upper/seen") != nil })
         #expect(image.read("var/containers/c1/upper/seen") == "changed\nnew\n")
