@@ -528,4 +528,29 @@ struct DescriptorChainTests {
         // The array form says the same for any list of buffers.
         #expect(DescriptorChain.trimmed(chain.writable, skipping: 44, limit: 4100) == payload)
     }
+
+    @Test("forEachSegment yields what segments does, for every skip and limit across the buffers")
+    func forEachSegment() {
+        for writable in [false, true] {
+            for skip in [0, 5, 10, 12, 30, 44, 45, 4140, 4148, 5000] {
+                for limit in [0, 1, 18, 4096, 4100, Int.max] {
+                    var pieces: [Buffer] = []
+                    chain.forEachSegment(writable: writable, skipping: skip, limit: limit) { pieces.append($0) }
+                    #expect(
+                        pieces == Array(chain.segments(writable: writable, skipping: skip, limit: limit)),
+                        "writable \(writable), skip \(skip), limit \(limit)")
+                }
+            }
+        }
+        // A body's error ends the walk and reaches the caller.
+        struct Stop: Error {}
+        var calls = 0
+        #expect(throws: Stop.self) {
+            try chain.forEachSegment(writable: true, skipping: 0) { (_) throws(Stop) in
+                calls += 1
+                throw Stop()
+            }
+        }
+        #expect(calls == 1)
+    }
 }

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Inside the testbed (see tools/bench-vsock): vsock throughput of vmm (with default host clients,
-# and with clients asking for a 1 MiB send buffer) and of QEMU + vhost-vsock.
+# with clients asking for a 1 MiB send buffer, and with its threads placed: vCPUs on CPU 1, the
+# device thread on CPU 0) and of QEMU + vhost-vsock.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 runs=${1:-3}
@@ -33,7 +34,7 @@ now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 # 300 s: a guest that stopped reading must not hold the bench).
 connect() {
   case $1 in
-    vmm) echo "timeout 300 socat -t 120 -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
+    vmm | vmm-placed) echo "timeout 300 socat -t 120 -b 65536 - UNIX-CONNECT:$work/vsock.sock" ;;
     # The same VM, its host clients asking for a 1 MiB send buffer (the kernel doubles it): a
     # Unix socket's writer wakes only once under a quarter of its buffer is queued, and with the
     # default (208 KiB) the device can read it dry meanwhile. vmtoolsctl and seneschal ask too.
@@ -71,8 +72,11 @@ from_guest() {
 start_vm() {
   rm -f "$work/serial.log"
   case $1 in
-    vmm | vmm-sndbuf) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
-      --params quiet --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" </dev/null >"$work/vmm.log" 2>&1 & ;;
+    # vmm-placed: the testbed's two CPUs split between the guest (vCPUs on 1) and the rest (the
+    # device thread, socat and everything else on 0).
+    vmm | vmm-sndbuf | vmm-placed) vmm run --kernel "$GUEST_KERNEL" --initrd "$work/initrd.gz" --mem 512 --cpus 2 --no-console-input \
+      --params quiet --cid 3 --vsock "$work/vsock.sock" --serial "file=$work/serial.log" \
+      $([ "$1" = vmm-placed ] && echo --vcpu-affinity 1 --device-affinity 0) </dev/null >"$work/vmm.log" 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
       -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
@@ -138,7 +142,7 @@ echo "bench: vsock (each measurement is printed as it ends), $mib MiB per measur
 default_wmem_max=$(sysctl -n net.core.wmem_max)
 # vmm last: its guests die most often in the nested testbed, and a bench cut off by its time
 # limit should still have the other rows.
-for kind in qemu vmm-sndbuf vmm; do
+for kind in qemu vmm-sndbuf vmm-placed vmm; do
   vhost "$kind"
   # vmm-sndbuf's 1 MiB needs net.core.wmem_max raised (208 KiB by default): for it alone.
   sysctl -qw net.core.wmem_max="$([ "$kind" = vmm-sndbuf ] && echo 1048576 || echo "$default_wmem_max")"
@@ -174,9 +178,10 @@ for kind in qemu vmm-sndbuf vmm; do
 done
 
 printf '%-28s %16s %16s %16s %16s\n' "VMM" "host→guest x1" "host→guest x8" "guest→host x1" "guest→host x8"
-for kind in vmm vmm-sndbuf qemu; do
+for kind in vmm vmm-sndbuf vmm-placed qemu; do
   case $kind in
     vmm) label="vmm (user-space vsock)" ;; vmm-sndbuf) label="vmm, clients' SO_SNDBUF 2M" ;;
+    vmm-placed) label="vmm, vCPUs placed on CPU 1" ;;
     *) label="qemu q35 + vhost-vsock" ;;
   esac
   printf '%-28s' "$label"

@@ -115,7 +115,9 @@ public final class GuestMemory: @unchecked Sendable {
     /// The host bytes for `count` bytes at guest-physical `address`, which must lie inside one region.
     ///
     /// The buffer is valid while `self` lives; callers keep it only for the duration of one access.
-    @inlinable
+    /// Always inlined: devices translate several addresses per packet, and the common case (the
+    /// lowest region) is two comparisons.
+    @inlinable @inline(__always)
     public func buffer(at address: UInt64, count: Int) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         // An address below the region wraps to a large offset, which fails the same test.
         let offset = address &- lowRegion.guestAddress

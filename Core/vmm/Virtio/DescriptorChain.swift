@@ -59,18 +59,42 @@ public struct DescriptorChain: Sendable, Equatable {
 
         public mutating func next() -> Buffer? {
             while left > 0, index < buffers.count {
-                var buffer = buffers[index]
+                let buffer = buffers[index]
                 index += 1
                 if let writable, buffer.isWritable != writable { continue }
-                let dropped = Swift.min(skip, Int(buffer.length))
-                skip -= dropped
-                buffer.address += UInt64(dropped)
-                buffer.length = UInt32(Swift.min(Int(buffer.length) - dropped, left))
-                guard buffer.length > 0 else { continue }
-                left -= Int(buffer.length)
-                return buffer
+                if let piece = Segments.cut(buffer, skip: &skip, left: &left) { return piece }
             }
             return nil
+        }
+
+        /// `buffer` without the first `skip` bytes and cut to `left`, counting both down; nil
+        /// when nothing of it remains.
+        @inline(__always)
+        static func cut(_ buffer: Buffer, skip: inout Int, left: inout Int) -> Buffer? {
+            let dropped = Swift.min(skip, Int(buffer.length))
+            skip -= dropped
+            let length = Swift.min(Int(buffer.length) - dropped, left)
+            guard length > 0 else { return nil }
+            left -= length
+            return Buffer(
+                address: buffer.address + UInt64(dropped), length: UInt32(length), isWritable: buffer.isWritable)
+        }
+    }
+
+    /// Calls `body` with each piece ``segments(writable:skipping:limit:)`` yields, without
+    /// copying the chain (a per-packet path: a copy of a chain costs reference counting).
+    @inline(__always)
+    public func forEachSegment<E: Error>(
+        writable: Bool, skipping skip: Int, limit: Int = Int.max, _ body: (Buffer) throws(E) -> Void
+    ) throws(E) {
+        var skip = skip
+        var left = limit
+        var index = 0
+        while left > 0, index < buffers.count {
+            let buffer = buffers[index]
+            index += 1
+            guard buffer.isWritable == writable else { continue }
+            if let piece = Segments.cut(buffer, skip: &skip, left: &left) { try body(piece) }
         }
     }
 

@@ -88,7 +88,7 @@ extension VirtioVsock {
         let batch = receiveBatch
         batch.removeAll()
         let firstCapacity = min(room - VsockHeader.size, Self.maxPacketPayload, budget)
-        batch.append(.init(head: first.head, capacity: firstCapacity, header: nil))
+        batch.append(.init(head: first.head, capacity: firstCapacity, header: headerSpot(in: first, memory: memory)))
         var planned = firstCapacity
         do {
             try addVectors(of: first, capacity: firstCapacity, to: batch, memory: memory)
@@ -149,7 +149,8 @@ extension VirtioVsock {
             if let spot = packet.header {
                 header.store(into: spot)
             } else {
-                try writeHeader(header, into: first, memory: memory)
+                // Only the first buffer may lack a spot: its header is written across its chain.
+                try first.writeBytes(header.encoded, memory: memory)
             }
             try queue.pushUsed(head: packet.head, written: UInt32(VsockHeader.size + length), memory: memory)
             remaining -= length
@@ -167,7 +168,8 @@ extension VirtioVsock {
     private func addVectors(
         of chain: DescriptorChain, capacity: Int, to batch: VsockReceiveBatch, memory: GuestMemory
     ) throws(VirtqueueError) {
-        for buffer in chain.segments(writable: true, skipping: VsockHeader.size, limit: capacity) {
+        try chain.forEachSegment(writable: true, skipping: VsockHeader.size, limit: capacity) {
+            (buffer) throws(VirtqueueError) in
             guard let bytes = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
                 throw .bufferOutsideMemory(address: buffer.address, length: buffer.length)
             }

@@ -33,7 +33,10 @@ extension VirtioVsock {
     /// Where a header goes in place in a receive chain: its first writable buffer, when that
     /// holds a whole header (Linux gives the header a buffer of its own).
     func headerSpot(in chain: DescriptorChain, memory: GuestMemory) -> UnsafeMutableRawBufferPointer? {
-        for buffer in chain.buffers where buffer.isWritable {
+        // By index: iterating would copy the chain's buffers, once per packet.
+        for index in 0..<chain.buffers.count {
+            let buffer = chain.buffers[index]
+            guard buffer.isWritable else { continue }
             guard buffer.length >= VsockHeader.size else { return nil }
             return try? memory.buffer(at: buffer.address, count: VsockHeader.size)
         }
