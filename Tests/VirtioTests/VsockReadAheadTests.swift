@@ -8,62 +8,71 @@ import Testing
     import Glibc
 #endif
 
-/// Host bytes read ahead of the guest's credit: the ring itself on a real socket pair, and the
+/// Host bytes read ahead of the guest's credit: the bookkeeping of held receive buffers, and the
 /// device keeping a host socket drained while the guest's credit is spent.
 @Suite("virtio-vsock read-ahead")
 struct VsockReadAheadTests {
     static let guestPort: UInt32 = 1025
     static let servicePort: UInt32 = 5000
+    /// Receive buffers the tests keep posted: more than read-ahead may hold (a quarter of the
+    /// queue) plus what it must leave available (an eighth).
+    static let posted = 200
 
-    /// A connected pair of non-blocking Unix stream sockets.
-    static func socketPair() throws -> (Int32, Int32) {
-        var fds: [Int32] = [-1, -1]
-        let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, flags, 0, &fds) == 0 else {
-            throw EventLoopError.system("socketpair", errno: errno)
+    // MARK: - Held packets
+
+    @Test("held packets come out in order; a spill copies them out in order and returns their buffers")
+    func heldPackets() {
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
+        defer { storage.deallocate() }
+        for index in 0..<64 { storage.storeBytes(of: UInt8(index), toByteOffset: index, as: UInt8.self) }
+        let readAhead = VsockReadAhead()
+        func packet(_ head: UInt16, at offset: Int, _ length: Int) -> VsockReadAhead.Packet {
+            .init(
+                head: head, header: .init(start: storage, count: VsockHeader.size), payload: storage + offset,
+                length: length, capacity: length + 2)
         }
-        return (fds[0], fds[1])
-    }
+        #expect(readAhead.isEmpty && readAhead.firstPacket == nil)
+        readAhead.append(packet(7, at: 0, 10))
+        readAhead.append(packet(9, at: 10, 30))
+        readAhead.append(packet(3, at: 40, 5))
+        #expect(readAhead.count == 45 && readAhead.packetCount == 3 && readAhead.longestPacket == 30)
+        #expect(readAhead.firstPacket?.head == 7)
+        readAhead.removeFirstPacket()
+        #expect(readAhead.firstPacket?.head == 9 && readAhead.count == 35)
 
-    // MARK: - The ring
+        // The newest packet's room is 2 bytes, bounded by the length a packet may reach.
+        #expect(readAhead.lastRoom(maxLength: 100).count == 2)
+        #expect(readAhead.lastRoom(maxLength: 6).count == 1)
+        #expect(readAhead.lastRoom(maxLength: 4).count == 0)
+        readAhead.extendLast(by: 2)
+        #expect(readAhead.count == 37 && readAhead.lastRoom(maxLength: 100).count == 0)
 
-    @Test("the ring keeps bytes in order across its wrap, and reports end of stream and no data")
-    func ring() throws {
-        let (reader, writer) = try Self.socketPair()
-        defer {
-            close(reader)
-            close(writer)
-        }
-        let ring = VsockReadAhead(capacity: 10)
-        #expect(ring.read(from: reader) == -1 && errno == EAGAIN, "an empty socket reads as EAGAIN")
-        #expect(Host.write(writer, Array(0..<7)))
-        #expect(ring.read(from: reader) == 7)
-        var out = [UInt8](repeating: 0, count: 5)
-        #expect(out.withUnsafeMutableBytes { ring.take(into: $0) } == 5)
-        #expect(out == [0, 1, 2, 3, 4])
-        // 2 held at offsets 5 and 6; 8 more fill 7...9 and wrap to 0...4.
-        #expect(Host.write(writer, Array(7..<20)))
-        #expect(ring.read(from: reader) == 8, "only the room is read")
-        #expect(ring.room == 0)
-        out = [UInt8](repeating: 0, count: 16)
-        #expect(out.withUnsafeMutableBytes { ring.take(into: $0) } == 10)
-        #expect(Array(out.prefix(10)) == Array(5..<15))
-        #expect(ring.isEmpty)
-        #expect(ring.read(from: reader) == 5)
-        out = [UInt8](repeating: 0, count: 5)
-        #expect(out.withUnsafeMutableBytes { ring.take(into: $0) } == 5)
-        #expect(out == Array(15..<20))
-        shutdown(writer, Int32(SHUT_WR))
-        #expect(ring.read(from: reader) == 0, "the end of the stream reads as 0")
+        #expect(readAhead.spill() == [9, 3])
+        #expect(readAhead.packetCount == 0 && readAhead.firstPacket == nil, "spilled bytes go before any packet")
+        #expect(readAhead.count == 37 && readAhead.spilledCount == 37 && readAhead.longestPacket == 0)
+        readAhead.append(packet(4, at: 0, 2))
+        #expect(readAhead.firstPacket == nil, "a packet waits behind spilled bytes")
+        #expect(readAhead.lastRoom(maxLength: 100).count == 0, "nothing is added to a packet behind spilled bytes")
+        var out = [UInt8](repeating: 0, count: 20)
+        #expect(out.withUnsafeMutableBytes { readAhead.takeSpilled(into: $0) } == 20)
+        #expect(out == Array(10..<30))
+        #expect(out.withUnsafeMutableBytes { readAhead.takeSpilled(into: $0) } == 17)
+        #expect(Array(out.prefix(17)) == Array(30..<47))
+        #expect(readAhead.spilledCount == 0 && readAhead.firstPacket?.head == 4 && readAhead.count == 2)
+        #expect(readAhead.removeAll() == [4])
+        #expect(readAhead.isEmpty)
     }
 
     // MARK: - The device
 
     /// A guest stream to a host service, and the service's socket.
     static func openStream(
-        bufferAllocation: UInt32 = VsockHarness.guestBufferAllocation, sourceLocation: SourceLocation = #_sourceLocation
+        bufferAllocation: UInt32 = VsockHarness.guestBufferAllocation, layout: ReceiveLayout = .joined,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> (VsockHarness, Int32)? {
         let harness = try VsockHarness()
+        harness.layout = layout
+        harness.postedTarget = posted
         let listener = try harness.listen(port: servicePort)
         guard
             let host = try harness.openGuestStream(
@@ -79,7 +88,7 @@ struct VsockReadAheadTests {
         UnixSocket.setSendBuffer(fd, to: 8 << 10)
     }
 
-    /// Bytes held in read-ahead buffers, the most any one stream holds.
+    /// Bytes read ahead, the most any one stream holds.
     static func mostHeld(_ harness: VsockHarness) -> Int {
         harness.device.state.withLock { $0.connections.values.map(\.readAheadCount).max() ?? 0 }
     }
@@ -121,9 +130,16 @@ struct VsockReadAheadTests {
         return (received, nil)
     }
 
-    @Test("a host writer is not held back by a guest whose credit is spent: the device reads ahead, within its bound")
-    func drainsWhileCreditIsSpent() throws {
-        guard case (let harness, let host)? = try Self.openStream() else { return }
+    /// Receive buffers held with bytes read ahead.
+    static func heldBuffers(_ harness: VsockHarness) -> Int {
+        harness.device.state.withLock { $0.heldBuffers }
+    }
+
+    @Test(
+        "a host writer is not held back by a guest whose credit is spent: the device reads ahead into receive buffers, within its bound",
+        arguments: [ReceiveLayout.joined, .split])
+    func drainsWhileCreditIsSpent(layout: ReceiveLayout) throws {
+        guard case (let harness, let host)? = try Self.openStream(layout: layout) else { return }
         Self.shrinkSendBuffer(host)
         let data = pattern(1 << 20, seed: 3)
         let written = try Self.writeWhileStalled(harness, host, data)
@@ -131,6 +147,7 @@ struct VsockReadAheadTests {
         #expect(written >= credit + VirtioVsock.readAheadBytes, "the writer got only \(written) bytes out")
         #expect(written < data.count, "the device read more than its credit and read-ahead bound allow")
         #expect(Self.mostHeld(harness) == VirtioVsock.readAheadBytes)
+        #expect(Self.heldBuffers(harness) == VirtioVsock.readAheadBytes / VsockHarness.receivePayload)
         #expect(harness.device.statusJSON().contains(#""read_ahead":\#(VirtioVsock.readAheadBytes)"#))
 
         // The guest reads on, acknowledging what it took: every byte arrives once, in order,
@@ -187,7 +204,10 @@ struct VsockReadAheadTests {
         harness.closeHost(host)
         // The device takes the failure into the read-ahead's keeping before the guest reads on.
         #expect(
-            eventually { harness.device.state.withLock { $0.connections.values.contains { $0.hostReadError != 0 } } })
+            eventually {
+                try? harness.pump()
+                return harness.device.state.withLock { $0.connections.values.contains { $0.hostReadError != 0 } }
+            })
         let (received, end) = try Self.readToEnd(harness)
         #expect(end == .reset, "a failed host socket must end the stream with RST")
         #expect(received.count == data.count, "the RST overtook bytes read ahead")
@@ -196,40 +216,77 @@ struct VsockReadAheadTests {
         #expect(harness.device.connectionCount == 0)
     }
 
-    @Test("a stream's read-ahead buffer is given back when the stream ends, the device resets, or it empties")
-    func bufferReleased() throws {
+    @Test("receive buffers held for a stream go back to the guest, empty, when the stream ends or stops receiving")
+    func buffersReturned() throws {
+        let held = VirtioVsock.readAheadBytes / VsockHarness.receivePayload
         guard case (let harness, let host)? = try Self.openStream() else { return }
         Self.shrinkSendBuffer(host)
         _ = try Self.writeWhileStalled(harness, host, pattern(512 << 10))
-        #expect(harness.device.state.withLock { $0.readAheadBuffers } == 1)
+        #expect(Self.heldBuffers(harness) == held)
         try harness.send(.reset, guestPort: Self.guestPort, hostPort: Self.servicePort)
-        #expect(harness.device.state.withLock { $0.readAheadBuffers } == 0)
+        #expect(Self.heldBuffers(harness) == 0)
         #expect(harness.device.connectionCount == 0)
+        _ = try harness.drain(for: 0.05)
+        #expect(harness.returnedEmpty == held)
 
         guard case (let again, let second)? = try Self.openStream() else { return }
-        _ = try Self.writeWhileStalled(again, second, pattern(100 << 10))
-        #expect(again.device.state.withLock { $0.readAheadBuffers } == 1)
-        again.device.reset()
-        #expect(again.device.state.withLock { $0.readAheadBuffers } == 0)
+        Self.shrinkSendBuffer(second)
+        _ = try Self.writeWhileStalled(again, second, pattern(512 << 10))
+        #expect(Self.heldBuffers(again) == held)
+        again.inbox.removeAll()
+        try again.send(
+            .shutdown, guestPort: Self.guestPort, hostPort: Self.servicePort, flags: VsockHeader.shutdownReceive)
+        #expect(Self.heldBuffers(again) == 0)
+        let after = try again.drain(for: 0.05)
+        #expect(again.returnedEmpty == held)
+        #expect(!after.contains { $0.op == .rw }, "data after the guest stopped receiving")
+        #expect(again.device.connectionCount == 1, "the guest may still send")
 
         guard case (let third, let writer)? = try Self.openStream() else { return }
-        let data = pattern(100 << 10, seed: 2)
-        #expect(try Self.writeWhileStalled(third, writer, data) == data.count)
-        let received = try third.receiveData(
-            count: data.count, guestPort: Self.guestPort, hostPort: Self.servicePort, creditUpdates: true)
-        #expect(received == data)
-        #expect(third.device.state.withLock { $0.readAheadBuffers } == 0, "an empty read-ahead buffer is kept")
+        _ = try Self.writeWhileStalled(third, writer, pattern(100 << 10))
+        #expect(Self.heldBuffers(third) > 0)
+        third.device.reset()
+        #expect(Self.heldBuffers(third) == 0)
     }
 
-    @Test("at most maxReadAheadBuffers streams read ahead; the others wait for credit as before")
-    func bufferLimit() throws {
+    @Test("a guest that shrinks its buffer below the packets held gets their bytes in smaller packets, in order")
+    func spilledWhenTheGuestShrinksItsBuffer() throws {
+        guard case (let harness, let host)? = try Self.openStream() else { return }
+        Self.shrinkSendBuffer(host)
+        let data = pattern(200 << 10, seed: 11)
+        #expect(try Self.writeWhileStalled(harness, host, data) == data.count)
+        let credit = Int(VsockHarness.guestBufferAllocation)
+        var received = try harness.receiveData(
+            count: credit, guestPort: Self.guestPort, hostPort: Self.servicePort, timeout: 1)
+        #expect(received.count == credit)
+        let held = Self.heldBuffers(harness)
+        #expect(held > 0, "nothing was read ahead")
+        // The guest takes what arrived but now offers 1000 bytes: no 4 KiB packet held fits.
+        let small: UInt32 = 1000
+        try harness.send(
+            .creditUpdate, guestPort: Self.guestPort, hostPort: Self.servicePort, bufferAllocation: small,
+            forwardCount: UInt32(credit))
+        #expect(Self.heldBuffers(harness) == 0)
+        #expect(Self.mostHeld(harness) == data.count - credit, "spilled bytes are still held")
+        received += try harness.receiveData(
+            count: data.count - credit, guestPort: Self.guestPort, hostPort: Self.servicePort, timeout: 10,
+            creditUpdates: true, bufferAllocation: small, consumedBefore: UInt32(credit))
+        #expect(harness.returnedEmpty == held)
+        #expect(received.count == data.count)
+        let same = received == data
+        #expect(same, "the bytes differ from what the host wrote")
+    }
+
+    @Test("streams together hold at most a quarter of the receive queue, leaving an eighth of it available")
+    func heldBufferLimit() throws {
         let harness = try VsockHarness()
-        let streams = VirtioVsock.maxReadAheadBuffers + 1
+        let streams = 40
         let listener = try harness.listen(port: Self.servicePort, backlog: Int32(streams))
-        harness.postedTarget = 128
+        harness.postedTarget = Self.posted
         var hosts: [Int32] = []
         for index in 0..<streams {
-            // 100 bytes of credit each: the 101st byte of each stream is read ahead, if it may be.
+            // 100 bytes of credit each: the next 200 bytes of each stream are read ahead, as two
+            // packets no larger than the guest's buffer, if they may be.
             guard
                 let host = try harness.openGuestStream(
                     guestPort: Self.guestPort + UInt32(index), hostPort: Self.servicePort, listener: listener,
@@ -237,17 +294,46 @@ struct VsockReadAheadTests {
             else { return }
             hosts.append(host)
         }
-        for host in hosts { #expect(Host.write(host, pattern(300))) }
+        let data = pattern(300, seed: 13)
+        for host in hosts { #expect(Host.write(host, data)) }
+        let maxHeld = Int(VsockHarness.queueSize) / 4
         #expect(
             eventually {
                 try? harness.pump()
-                return harness.device.state.withLock { $0.readAheadBuffers } == VirtioVsock.maxReadAheadBuffers
+                return Self.heldBuffers(harness) == maxHeld
             })
-        _ = try harness.drain(for: 0.3)
-        let holding = harness.device.state.withLock { state in
-            state.connections.values.filter { $0.readAhead != nil }.count
+        let early = try harness.drain(for: 0.3)
+        #expect(Self.heldBuffers(harness) == maxHeld)
+        let longest = harness.device.state.withLock { state in
+            state.connections.values.map { $0.readAhead?.longestPacket ?? 0 }.max() ?? 0
         }
-        #expect(holding == VirtioVsock.maxReadAheadBuffers)
-        #expect(harness.device.state.withLock { $0.readAheadBuffers } == VirtioVsock.maxReadAheadBuffers)
+        #expect(longest == 100, "a packet held is larger than the guest's buffer")
+
+        // With the guest offering only 40 more buffers, nothing more is held: an eighth of the
+        // queue (32) stays available for other packets.
+        let more = try VsockHarness()
+        let moreListener = try more.listen(port: Self.servicePort)
+        more.postedTarget = 40
+        guard
+            let single = try more.openGuestStream(
+                guestPort: Self.guestPort, hostPort: Self.servicePort, listener: moreListener, bufferAllocation: 100)
+        else { return }
+        #expect(Host.write(single, pattern(100 << 10)))
+        _ = try more.drain(for: 0.2)
+        #expect(Self.heldBuffers(more) <= 40 - Int(VsockHarness.queueSize) / 8)
+
+        // Every stream's bytes arrive whole and in order once the guest reads on.
+        for index in 0..<streams {
+            let port = Self.guestPort + UInt32(index)
+            let first = early.filter { $0.op == .rw && $0.header.destinationPort == port }.flatMap(\.payload)
+            try harness.send(
+                .creditUpdate, guestPort: port, hostPort: Self.servicePort, bufferAllocation: 100,
+                forwardCount: UInt32(first.count))
+            let rest = try harness.receiveData(
+                count: data.count - first.count, guestPort: port, hostPort: Self.servicePort, timeout: 5,
+                creditUpdates: true, bufferAllocation: 100, consumedBefore: UInt32(first.count))
+            #expect(first + rest == data, "stream \(index) got \(first.count + rest.count) bytes")
+        }
+        #expect(Self.heldBuffers(harness) == 0)
     }
 }

@@ -92,6 +92,8 @@ final class VsockHarness {
     var layout: ReceiveLayout = .joined
     /// Receive buffers ``pump()`` keeps posted (0: the test posts them itself).
     var postedTarget = 16
+    /// Receive buffers the device gave back with nothing written.
+    var returnedEmpty = 0
 
     private var freeRxDescriptors: [UInt16]
     private var rxChains: [UInt16: (indices: [UInt16], buffers: [QueueDriver.Buffer])] = [:]
@@ -289,6 +291,10 @@ final class VsockHarness {
                 continue
             }
             freeRxDescriptors += chain.indices
+            if element.length == 0 {
+                returnedEmpty += 1  // a buffer the device held and gives back unused
+                continue
+            }
             var bytes: [UInt8] = []
             for buffer in chain.buffers where bytes.count < Int(element.length) {
                 let count = min(Int(buffer.length), Int(element.length) - bytes.count)

@@ -92,6 +92,14 @@ public struct Virtqueue: Sendable {
         return try walk(head: head, memory: memory)
     }
 
+    /// Requests the driver made available that the device has not taken yet (0 when the ring
+    /// cannot be read, or its index is out of step).
+    public func availableCount(memory: GuestMemory) -> Int {
+        guard ready, let index = try? memory.load(UInt16.self, at: availableRing + 2) else { return 0 }
+        let outstanding = index &- nextAvailable
+        return outstanding <= size ? Int(outstanding) : 0
+    }
+
     /// Gives back the chain ``popChain(memory:)`` returned last: the device could not use it
     /// yet (a receive buffer with nothing to put in it), and will pop it again later.
     public mutating func undoPop() {

@@ -95,10 +95,6 @@ extension VirtioVsock {
                 if !readiness.isDisjoint(with: [.peerClosedWriting, .hangUp, .error]) {
                     state.connections[fd]?.hostEndReported = true
                 }
-                if var connection = state.connections[fd], connection.wantsToReadAhead {
-                    readAheadIfDue(fd, &connection, &state)
-                    state.connections[fd] = connection
-                }
                 if !readiness.isDisjoint(with: [.hangUp, .error]) {
                     // Reported for as long as it is watched: stop watching. What is left to
                     // read is read by the receive queue, up to EOF; a write now fails and resets.
@@ -108,7 +104,7 @@ extension VirtioVsock {
                     if state.connections[fd]?.pendingToHost.isEmpty == false { flushPending(fd, &state) }
                 }
             }
-            return state.hasPackets || state.connections.values.contains { $0.wantsToSendData }
+            return state.receiveHasWork
         }
         if wake { receiveKick.raise() }
     }

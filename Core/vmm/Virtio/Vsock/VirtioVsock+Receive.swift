@@ -6,14 +6,25 @@ import Synchronization
     import Glibc
 #endif
 
-/// Host → guest: the receive queue filled from host sockets and the read-ahead rings.
+/// Host → guest: the receive queue filled from host sockets, and the buffers read ahead into.
 extension VirtioVsock {
     // MARK: - Host → guest (receive queue)
 
     func fillReceive(_ queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
         try state.withLock { (state: inout State) throws(VirtqueueError) -> Bool in
             var completed = false
+            // Buffers that streams which ended (or spilled) held go back empty: Linux drops a
+            // used buffer shorter than a header and posts a new one.
+            while let head = state.returnedBuffers.popLast() {
+                try queue.pushUsed(head: head, written: 0, memory: memory)
+                completed = true
+            }
             while state.hasPackets || state.connections.values.contains(where: { $0.wantsToSendData }) {
+                if !state.hasPackets, let fd = nextSender(state), state.connections[fd]?.readAhead?.firstPacket != nil {
+                    try deliverReadAhead(fd, &queue, memory: memory, &state)
+                    completed = true
+                    continue
+                }
                 guard let chain = try queue.popChain(memory: memory) else { break }
                 let room = chain.writableLength
                 guard room >= VsockHeader.size else {
@@ -64,23 +75,25 @@ extension VirtioVsock {
                     queue.undoPop()  // a control packet (a shutdown) came up instead; loop sends it
                 }
             }
+            try readAhead(&queue, memory: memory, &state)
             return completed
         }
     }
 
-    /// Gives one connection's host bytes to the guest: what was read ahead first, else the host
-    /// socket read straight into receive buffers after their headers. `first` and as many more
+    /// Gives one connection's host bytes to the guest: bytes spilled from the read-ahead first,
+    /// else the host socket read straight into receive buffers after their headers. `first` and as many more
     /// buffers as the guest's credit and ``maxBatchBytes`` allow are filled with one copy or one
     /// readv; each buffer used becomes one packet. Returns false when the socket had no data (its
     /// connection is then marked idle); `first` is then the caller's to give back.
     func sendData(
         first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
     ) throws(VirtqueueError) -> Bool {
-        guard let fd = nextSender(state), var connection = state.connections[fd], connection.key != nil
+        guard let fd = nextSender(state), var connection = state.connections[fd], connection.key != nil,
+            connection.readAhead?.firstPacket == nil  // held packets go first, without a new buffer
         else { return false }
         state.lastServed = fd
-        let readAhead = connection.readAhead.flatMap { $0.isEmpty ? nil : $0 }
-        let budget = min(Int(connection.peerCredit), Self.maxBatchBytes, readAhead?.count ?? Int.max)
+        let spilled = connection.readAhead.flatMap { $0.spilledCount > 0 ? $0 : nil }
+        let budget = min(Int(connection.peerCredit), Self.maxBatchBytes, spilled?.spilledCount ?? Int.max)
 
         // The buffers to fill and how much payload each takes; extra ones are popped while the
         // budget lasts (those whose header has a place of its own, in one buffer), and given
@@ -110,15 +123,10 @@ extension VirtioVsock {
             throw error
         }
         let n: Int
-        if let readAhead {
-            // Bytes read ahead go first, in order; the budget never exceeds what is held. An
-            // empty ring is given back, so that streams that stalled once do not keep one.
+        if let spilled {
+            // Spilled bytes go first, in order; the budget never exceeds what is held.
             n = batch.vectors[..<batch.vectorCount].reduce(0) {
-                $0 + readAhead.take(into: .init(start: $1.iov_base, count: $1.iov_len))
-            }
-            if readAhead.isEmpty {
-                connection.readAhead = nil
-                state.readAheadBuffers -= 1
+                $0 + spilled.takeSpilled(into: .init(start: $1.iov_base, count: $1.iov_len))
             }
         } else {
             // A failure the read-ahead met is reported now, after every byte before it.
@@ -158,9 +166,27 @@ extension VirtioVsock {
         }
         for _ in used..<batch.packetCount { queue.undoPop() }
         connection.sentToGuest &+= UInt32(n)
-        readAheadIfDue(fd, &connection, &state)
         state.connections[fd] = connection
         return true
+    }
+
+    /// Gives the guest the packets `fd`'s stream read ahead, oldest first, as far as its credit
+    /// allows: their bytes are in place, so each needs only its header.
+    func deliverReadAhead(_ fd: Int32, _ queue: inout Virtqueue, memory: GuestMemory, _ state: inout State)
+        throws(VirtqueueError)
+    {
+        guard var connection = state.connections[fd], let readAhead = connection.readAhead else { return }
+        state.lastServed = fd
+        defer { state.connections[fd] = connection }
+        while let held = readAhead.firstPacket, held.length <= connection.peerCredit {
+            var header = packet(.rw, for: &connection)
+            header.length = UInt32(held.length)
+            header.store(into: held.header)
+            readAhead.removeFirstPacket()
+            state.heldBuffers -= 1
+            connection.sentToGuest &+= UInt32(held.length)
+            try queue.pushUsed(head: held.head, written: UInt32(VsockHeader.size + held.length), memory: memory)
+        }
     }
 
     /// Adds the `iovec`s of where a receive chain's payload goes (after its header, at most
@@ -213,28 +239,113 @@ extension VirtioVsock {
         }
     }
 
-    /// Reads the host socket into the connection's read-ahead buffer when the guest's credit is
-    /// spent (see ``VsockReadAhead``), at most ``readAheadBytes`` per connection and
-    /// ``maxReadAheadBuffers`` buffers in all. The end of the stream, or a failure (which the
-    /// kernel reports only once, so it is kept), is left for the ordinary read, which comes once
-    /// the buffer has gone to the guest, so that nothing overtakes the bytes held.
-    func readAheadIfDue(_ fd: Int32, _ connection: inout VsockConnection, _ state: inout State) {
-        guard connection.wantsToReadAhead else { return }
-        if connection.readAhead == nil {
-            guard state.readAheadBuffers < Self.maxReadAheadBuffers else { return }
-            connection.readAhead = VsockReadAhead(capacity: Self.readAheadBytes)
-            state.readAheadBuffers += 1
+    /// Reads ahead for the streams whose guest credit is spent: their host bytes go into receive
+    /// buffers the device keeps (see ``VsockReadAhead``) until credit returns. Bounded per stream
+    /// by ``readAheadBytes``, and in all to a quarter of the queue, with an eighth of it left
+    /// available: the guest needs buffers for other streams' packets meanwhile (Linux posts
+    /// the whole queue and refills it once half is used).
+    func readAhead(_ queue: inout Virtqueue, memory: GuestMemory, _ state: inout State) throws(VirtqueueError) {
+        guard state.connections.values.contains(where: { $0.wantsToReadAhead }) else { return }
+        let maxHeld = Int(queue.size) / 4
+        let reserve = Int(queue.size) / 8
+        for fd in state.connections.keys.sorted() {
+            guard var connection = state.connections[fd], connection.wantsToReadAhead else { continue }
+            try readAhead(fd, &connection, maxHeld: maxHeld, reserve: reserve, &queue, memory: memory, &state)
+            state.connections[fd] = connection
         }
-        guard let readAhead = connection.readAhead, readAhead.room > 0 else { return }
-        let asked = readAhead.room
-        let n = readAhead.read(from: fd)
-        if n > 0 { connection.noteRead(n, of: asked) }
-        if n < 0 {
-            if errno == EAGAIN || errno == EWOULDBLOCK {
+    }
+
+    /// One stream's read-ahead: the newest held packet's free room, then as many receive
+    /// buffers as its bound allows, filled by one readv.
+    private func readAhead(
+        _ fd: Int32, _ connection: inout VsockConnection, maxHeld: Int, reserve: Int, _ queue: inout Virtqueue,
+        memory: GuestMemory, _ state: inout State
+    ) throws(VirtqueueError) {
+        let readAhead = connection.readAhead ?? VsockReadAhead()
+        connection.readAhead = readAhead
+        // Only a packet bounded by the guest's buffer can ever fit its credit.
+        let maxLength = min(Self.maxPacketPayload, Int(connection.peerBufferAllocation))
+        let budget = Self.readAheadBytes - readAhead.count
+        let batch = receiveBatch
+        batch.removeAll()
+        let tail = UnsafeMutableRawBufferPointer(rebasing: readAhead.lastRoom(maxLength: maxLength).prefix(budget))
+        if tail.count > 0 { batch.appendVector(tail) }
+        var planned = tail.count
+        while planned < budget, !batch.isFull, state.heldBuffers + batch.packetCount < maxHeld,
+            queue.availableCount(memory: memory) > reserve, let chain = try queue.popChain(memory: memory)
+        {
+            guard let spots = readAheadSpots(in: chain, memory: memory),
+                case let capacity = min(spots.payload.count, maxLength, budget - planned), capacity > 0
+            else {
+                queue.undoPop()
+                break
+            }
+            batch.append(.init(head: chain.head, capacity: capacity, header: spots.header))
+            batch.appendVector(.init(start: spots.payload.baseAddress, count: capacity))
+            planned += capacity
+        }
+        guard planned > 0 else { return }
+        var n: Int
+        repeat { n = readv(fd, batch.vectors.baseAddress, Int32(batch.vectorCount)) } while n < 0 && errno == EINTR
+        if n <= 0 {
+            // Nothing now; the end of the stream, or a failure (which the kernel reports only
+            // once, so it is kept), is left for the ordinary read once the bytes held are sent.
+            if n == 0 {
+                connection.hostEndReadAhead = true
+            } else if errno == EAGAIN || errno == EWOULDBLOCK {
                 connection.hostReadable = false
             } else {
                 connection.hostReadError = errno
             }
+            for _ in 0..<batch.packetCount { queue.undoPop() }
+            return
         }
+        connection.noteRead(n, of: planned)
+        let extended = min(n, tail.count)
+        if extended > 0 { readAhead.extendLast(by: extended) }
+        var remaining = n - extended
+        var used = 0
+        while used < batch.packetCount, remaining > 0 {
+            let packet = batch.packets[used]
+            let vector = batch.vectors[used + (tail.count > 0 ? 1 : 0)]
+            guard let header = packet.header, let payload = vector.iov_base else { break }
+            let length = min(packet.capacity, remaining)
+            readAhead.append(
+                .init(head: packet.head, header: header, payload: payload, length: length, capacity: packet.capacity))
+            state.heldBuffers += 1
+            remaining -= length
+            used += 1
+        }
+        for _ in used..<batch.packetCount { queue.undoPop() }
+    }
+
+    /// Where a read-ahead packet goes in a receive chain: its header in place, and its payload
+    /// in one piece (the rest of the header's buffer, else the next writable buffer), as Linux
+    /// lays receive buffers out. Nil for other layouts, which are filled only with credit.
+    func readAheadSpots(in chain: DescriptorChain, memory: GuestMemory)
+        -> (header: UnsafeMutableRawBufferPointer, payload: UnsafeMutableRawBufferPointer)?
+    {
+        var headerBuffer: DescriptorChain.Buffer?
+        for index in 0..<chain.buffers.count {
+            let buffer = chain.buffers[index]
+            guard buffer.isWritable else { continue }
+            guard let first = headerBuffer else {
+                guard buffer.length >= VsockHeader.size else { return nil }
+                headerBuffer = buffer
+                if buffer.length > VsockHeader.size {
+                    guard let whole = try? memory.buffer(at: buffer.address, count: Int(buffer.length)) else {
+                        return nil
+                    }
+                    return (.init(rebasing: whole[..<VsockHeader.size]), .init(rebasing: whole[VsockHeader.size...]))
+                }
+                continue
+            }
+            guard buffer.length > 0,
+                let header = try? memory.buffer(at: first.address, count: VsockHeader.size),
+                let payload = try? memory.buffer(at: buffer.address, count: Int(buffer.length))
+            else { return nil }
+            return (header, payload)
+        }
+        return nil
     }
 }

@@ -109,8 +109,28 @@ extension VirtioVsock {
 
     func removeConnection(_ fd: Int32, _ state: inout State) {
         if let key = state.connections[fd]?.key { state.byKey[key] = nil }
-        if state.connections[fd]?.readAhead != nil { state.readAheadBuffers -= 1 }
+        if let connection = state.connections[fd] { releaseReadAhead(of: connection, &state) }
         state.connections[fd] = nil
+    }
+
+    /// Gives back the receive buffers `connection` filled ahead (empty: the guest takes no more
+    /// of its bytes), and forgets what it spilled.
+    func releaseReadAhead(of connection: VsockConnection, _ state: inout State) {
+        guard let readAhead = connection.readAhead, !readAhead.isEmpty else { return }
+        let heads = readAhead.removeAll()
+        state.heldBuffers -= heads.count
+        state.returnedBuffers += heads
+    }
+
+    /// Copies out what `connection` read ahead once the guest's buffer has shrunk below a
+    /// packet it holds, which would then never fit the guest's credit.
+    func spillReadAheadIfTooLong(of connection: VsockConnection, _ state: inout State) {
+        guard let readAhead = connection.readAhead, readAhead.packetCount > 0,
+            readAhead.longestPacket > Int(connection.peerBufferAllocation)
+        else { return }
+        let heads = readAhead.spill()
+        state.heldBuffers -= heads.count
+        state.returnedBuffers += heads
     }
 
     /// Stops watching and closes a host socket.

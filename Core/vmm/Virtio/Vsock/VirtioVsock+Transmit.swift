@@ -22,7 +22,7 @@ extension VirtioVsock {
                 try queue.pushUsed(head: chain.head, written: 0, memory: memory)
                 completed = true
             }
-            return state.hasPackets || state.connections.values.contains { $0.wantsToSendData }
+            return state.receiveHasWork
         }
         if wake { receiveKick.raise() }
         return completed
@@ -39,7 +39,11 @@ extension VirtioVsock {
         }
         let key = VsockConnectionKey(hostPort: header.destinationPort, guestPort: header.sourcePort)
         let fd = state.byKey[key]
-        if let fd { state.connections[fd]?.updatePeerCredit(header) }
+        if let fd, var connection = state.connections[fd] {
+            connection.updatePeerCredit(header)
+            spillReadAheadIfTooLong(of: connection, &state)
+            state.connections[fd] = connection
+        }
         switch header.knownOp {
         case .request:
             // A second REQUEST on a live pair ends the old stream.
@@ -61,7 +65,10 @@ extension VirtioVsock {
         case .shutdown:
             guard let fd else { return }
             if header.flags & VsockHeader.shutdownSend != 0 { state.connections[fd]?.guestStoppedSending = true }
-            if header.flags & VsockHeader.shutdownReceive != 0 { state.connections[fd]?.guestStoppedReceiving = true }
+            if header.flags & VsockHeader.shutdownReceive != 0, let connection = state.connections[fd] {
+                state.connections[fd]?.guestStoppedReceiving = true
+                releaseReadAhead(of: connection, &state)
+            }
             finishHalfClosed(fd, &state)
         case .reset:
             guard let fd else { return }

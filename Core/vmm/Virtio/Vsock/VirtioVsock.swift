@@ -34,10 +34,9 @@ public final class VirtioVsock: EventLoopDevice {
     /// buffers, and a readv across many of them costs one system call instead of one each.
     static let maxBatchBytes = 256 << 10
     static let maxBatchBuffers = 64
-    /// Host bytes read ahead of the guest's credit, at most, per connection and in all (buffers
-    /// of this size are allocated on first use and given back once emptied or their stream ends).
+    /// Host bytes read ahead of the guest's credit, at most, per connection (kept in receive
+    /// buffers, of which all streams together hold at most a quarter of the queue).
     static let readAheadBytes = 256 << 10
-    static let maxReadAheadBuffers = 64
     /// Connections at most, host- and guest-initiated together.
     public static let maxConnections = 1024
     /// Replies to the guest's own packets (resets, credit updates) waiting for receive buffers
@@ -73,8 +72,18 @@ public final class VirtioVsock: EventLoopDevice {
         var nextHostPort = VirtioVsock.firstHostPort
         /// Round-robin position among connections with data for the guest.
         var lastServed: Int32 = -1
-        /// Connections with a read-ahead buffer.
-        var readAheadBuffers = 0
+        /// Receive buffers holding bytes read ahead, all streams together.
+        var heldBuffers = 0
+        /// Receive buffers to give back to the guest empty (their stream ended, or its bytes
+        /// were spilled).
+        var returnedBuffers: [UInt16] = []
+
+        /// Whether the receive queue has work: packets to send, buffers to give back, or host
+        /// bytes to send or read ahead.
+        var receiveHasWork: Bool {
+            hasPackets || !returnedBuffers.isEmpty
+                || connections.values.contains { $0.wantsToSendData || $0.wantsToReadAhead }
+        }
     }
 
     public let guestCID: UInt64

@@ -12,7 +12,7 @@ struct VsockConnectionKey: Hashable, Sendable {
 /// guest cannot grow past ``VirtioVsock/bufferAllocation`` (its credit). Host → guest: the device
 /// reads the host socket straight into the guest's receive buffers, as much as the guest's credit
 /// allows; once that credit is spent it reads at most ``VirtioVsock/readAheadBytes`` more into
-/// ``readAhead``, which goes to the guest first when credit returns.
+/// receive buffers it keeps (``readAhead``), which go to the guest first when credit returns.
 struct VsockConnection: Sendable {
     enum State: Sendable, Equatable {
         /// A host client connected to the device's socket and has not yet sent `CONNECT <port>\n`.
@@ -62,6 +62,9 @@ struct VsockConnection: Sendable {
     var readAhead: VsockReadAhead?
     /// The error a read-ahead met (0: none), reported once the bytes read before it are sent.
     var hostReadError: Int32 = 0
+    /// A read-ahead met the end of the stream, which the ordinary read reports once the bytes
+    /// read before it are sent.
+    var hostEndReadAhead = false
     /// Bytes waiting in ``readAhead``.
     var readAheadCount: Int { readAhead?.count ?? 0 }
 
@@ -93,16 +96,23 @@ struct VsockConnection: Sendable {
         if count < asked && !hostEndReported { hostReadable = false }
     }
 
-    /// Whether the device has host bytes for a receive buffer now: read ahead, or in the host socket.
+    /// Whether the device has host bytes the guest's credit lets it send now: read ahead (the
+    /// oldest packet whole), or in the host socket.
     var wantsToSendData: Bool {
-        state == .established && !guestStoppedReceiving && peerCredit > 0
-            && (readAheadCount > 0 || (hostReadable && !hostClosedSending))
+        guard state == .established && !guestStoppedReceiving else { return false }
+        if let readAhead, !readAhead.isEmpty {
+            guard let held = readAhead.firstPacket else { return peerCredit > 0 }  // spilled bytes
+            return held.length <= peerCredit
+        }
+        return peerCredit > 0 && hostReadable && !hostClosedSending
     }
 
     /// Whether the device should read the host socket ahead of the guest's credit: the credit is
-    /// spent and the socket has bytes.
+    /// spent, or bytes read ahead wait for it (new ones go after them), and the socket has bytes.
     var wantsToReadAhead: Bool {
-        state == .established && hostReadable && !hostClosedSending && !guestStoppedReceiving && peerCredit == 0
-            && hostReadError == 0
+        state == .established && hostReadable && !hostClosedSending && !guestStoppedReceiving
+            && hostReadError == 0 && !hostEndReadAhead && peerBufferAllocation > 0
+            && readAheadCount < VirtioVsock.readAheadBytes && readAhead?.spilledCount ?? 0 == 0
+            && (peerCredit == 0 || readAheadCount > 0)
     }
 }
