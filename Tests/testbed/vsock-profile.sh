@@ -242,6 +242,8 @@ for variant in $kinds; do
     [[ $flags == *quick* ]] || { host_counters "$vm"; guest_counters "$kind"; } >"$work/after" 2>/dev/null
     echo "$variant run $run: $mib MiB host→guest in $ms ms: $(( mib * 1000 / (ms + 1) )) MiB/s"
     [[ $flags == *quick* ]] || report "$work/before" "$work/after"
+    # A failed transfer may be a VMM on its way out: give it time to go before looking.
+    [ "$status" = 0 ] || sleep 3
     kill -0 "$vm" 2>/dev/null && continue
     wait "$vm"
     echo "$variant ended during the run (status $?); its log and the guest's console:"
