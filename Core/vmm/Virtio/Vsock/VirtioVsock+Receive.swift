@@ -242,8 +242,10 @@ extension VirtioVsock {
     /// Reads ahead for the streams whose guest credit is spent: their host bytes go into receive
     /// buffers the device keeps (see ``VsockReadAhead``) until credit returns. Bounded per stream
     /// by ``readAheadBytes``, and in all to a quarter of the queue, with an eighth of it left
-    /// available: the guest needs buffers for other streams' packets meanwhile (Linux posts
-    /// the whole queue and refills it once half is used).
+    /// available: the guest needs buffers for other streams' packets meanwhile. Linux fills the
+    /// whole queue with buffers (128 with 6.1's two descriptors each, 256 from 6.2 on) and
+    /// refills it once fewer than half are outstanding, held ones included; those go back as
+    /// soon as credit returns, which needs no receive buffer.
     func readAhead(_ queue: inout Virtqueue, memory: GuestMemory, _ state: inout State) throws(VirtqueueError) {
         guard state.connections.values.contains(where: { $0.wantsToReadAhead }) else { return }
         let maxHeld = Int(queue.size) / 4
