@@ -144,11 +144,14 @@ struct VsockReadAheadTests {
         let data = pattern(1 << 20, seed: 3)
         let written = try Self.writeWhileStalled(harness, host, data)
         let credit = Int(VsockHarness.guestBufferAllocation)
-        #expect(written >= credit + VirtioVsock.readAheadBytes, "the writer got only \(written) bytes out")
+        #expect(written >= credit + 63 * VsockHarness.receivePayload, "the writer got only \(written) bytes out")
         #expect(written < data.count, "the device read more than its credit and read-ahead bound allow")
-        #expect(Self.mostHeld(harness) == VirtioVsock.readAheadBytes)
-        #expect(Self.heldBuffers(harness) == VirtioVsock.readAheadBytes / VsockHarness.receivePayload)
-        #expect(harness.device.statusJSON().contains(#""read_ahead":\#(VirtioVsock.readAheadBytes)"#))
+        // Two descriptors a buffer fit 128 in the queue: fewer than half of them, 63, are held.
+        let posted = layout == .joined ? Self.posted : Int(VsockHarness.queueSize) / 2
+        let held = min(VirtioVsock.readAheadBytes / VsockHarness.receivePayload, posted / 2 - 1)
+        #expect(Self.heldBuffers(harness) == held)
+        #expect(Self.mostHeld(harness) == held * VsockHarness.receivePayload)
+        #expect(harness.device.statusJSON().contains(#""read_ahead":\#(held * VsockHarness.receivePayload)"#))
 
         // The guest reads on, acknowledging what it took: every byte arrives once, in order,
         // and never beyond its credit.
@@ -242,16 +245,43 @@ struct VsockReadAheadTests {
         #expect(!after.contains { $0.op == .rw }, "data after the guest stopped receiving")
         #expect(again.device.connectionCount == 1, "the guest may still send")
 
-        guard case (let third, let writer)? = try Self.openStream() else { return }
-        _ = try Self.writeWhileStalled(third, writer, pattern(100 << 10))
-        // The writes may all be in the socket before the device has read past the credit.
-        #expect(
-            eventually {
-                try? third.pump()
-                return Self.heldBuffers(third) > 0
-            })
-        third.device.reset()
-        #expect(Self.heldBuffers(third) == 0)
+    }
+
+    @Test("a stream whose guest reader stalls holds too few buffers to stop Linux refilling the queue for the others")
+    func stalledReaderLeavesBuffersForOthers() throws {
+        let harness = try VsockHarness()
+        let listener = try harness.listen(port: Self.servicePort, backlog: 2)
+        // As Linux 6.1 posts: 44 + 4096-byte chains, as many as the queue holds (128), topped up
+        // only once fewer than half are outstanding.
+        harness.layout = .split
+        harness.postedTarget = Int(VsockHarness.queueSize) / 2
+        harness.refillsBelowHalf = true
+        guard
+            let stalled = try harness.openGuestStream(
+                guestPort: Self.guestPort, hostPort: Self.servicePort, listener: listener),
+            let other = try harness.openGuestStream(
+                guestPort: Self.guestPort + 1, hostPort: Self.servicePort, listener: listener)
+        else { return }
+        Self.shrinkSendBuffer(stalled)
+        // The first stream's guest never reads: the device holds all it may for it.
+        _ = try Self.writeWhileStalled(harness, stalled, pattern(1 << 20))
+        // (Fewer than half of the most it saw outstanding: the requests' replies took two.)
+        #expect((32..<(harness.postedTarget / 2)).contains(Self.heldBuffers(harness)))
+        // The second stream's bytes still all arrive.
+        let data = pattern(512 << 10, seed: 17)
+        let finished = DispatchSemaphore(value: 0)
+        let writer = Thread {
+            _ = Host.write(other, data, timeout: 10)
+            finished.signal()
+        }
+        writer.start()
+        defer { finished.wait() }  // the socket outlives the writer
+        let received = try harness.receiveData(
+            count: data.count, guestPort: Self.guestPort + 1, hostPort: Self.servicePort, timeout: 10,
+            creditUpdates: true)
+        #expect(received.count == data.count, "the other stream got \(received.count) of \(data.count) bytes")
+        let same = received == data
+        #expect(same, "the bytes differ from what the host wrote")
     }
 
     @Test("a guest that shrinks its buffer below the packets held gets their bytes in smaller packets, in order")
@@ -331,7 +361,7 @@ struct VsockReadAheadTests {
         else { return }
         #expect(Host.write(single, pattern(100 << 10)))
         _ = try more.drain(for: 0.2)
-        #expect(Self.heldBuffers(more) <= 40 - Int(VsockHarness.queueSize) / 8)
+        #expect((1...(40 - Int(VsockHarness.queueSize) / 8)).contains(Self.heldBuffers(more)))
 
         // Every stream's bytes arrive whole and in order once the guest reads on.
         for index in 0..<streams {

@@ -19,8 +19,18 @@ extension VirtioVsock {
                 try queue.pushUsed(head: head, written: 0, memory: memory)
                 completed = true
             }
+            // Packets read ahead that the guest's credit now covers go first: they need no new
+            // buffer, and giving them back is what lets the guest post more. (Credit changes only
+            // with transmit packets, so once is enough.)
+            if state.heldBuffers > 0 {
+                for fd in state.connections.compactMap({ $0.value.readAheadIsDeliverable ? $0.key : nil }) {
+                    try deliverReadAhead(fd, &queue, memory: memory, &state)
+                    completed = true
+                }
+            }
             while state.hasPackets || state.connections.values.contains(where: { $0.wantsToSendData }) {
-                if !state.hasPackets, let fd = nextSender(state), state.connections[fd]?.readAhead?.firstPacket != nil {
+                if let fd = nextSender(state), state.connections[fd]?.readAheadIsDeliverable == true {
+                    // Only if credit changed since the pass above (it does not within one call).
                     try deliverReadAhead(fd, &queue, memory: memory, &state)
                     completed = true
                     continue
@@ -244,11 +254,15 @@ extension VirtioVsock {
     /// by ``readAheadBytes``, and in all to a quarter of the queue, with an eighth of it left
     /// available: the guest needs buffers for other streams' packets meanwhile. Linux fills the
     /// whole queue with buffers (128 with 6.1's two descriptors each, 256 from 6.2 on) and
-    /// refills it once fewer than half are outstanding, held ones included; those go back as
-    /// soon as credit returns, which needs no receive buffer.
+    /// refills it once fewer than half are outstanding, held ones included: so the device holds
+    /// fewer than half of the most it has seen outstanding, or a stream whose reader stalls could
+    /// keep the guest from ever posting buffers for the others.
     func readAhead(_ queue: inout Virtqueue, memory: GuestMemory, _ state: inout State) throws(VirtqueueError) {
+        let available = queue.availableCount(memory: memory)
+        state.mostOutstanding = max(state.mostOutstanding, available + state.heldBuffers)
         guard state.connections.values.contains(where: { $0.wantsToReadAhead }) else { return }
-        let maxHeld = Int(queue.size) / 4
+        // Under half of what the guest posts, so that its refill (below half) always comes.
+        let maxHeld = min(Int(queue.size) / 4, state.mostOutstanding / 2 - 1)
         let reserve = Int(queue.size) / 8
         for fd in state.connections.keys.sorted() {
             guard var connection = state.connections[fd], connection.wantsToReadAhead else { continue }

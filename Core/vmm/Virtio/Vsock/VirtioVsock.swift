@@ -74,6 +74,8 @@ public final class VirtioVsock: EventLoopDevice {
         var lastServed: Int32 = -1
         /// Receive buffers holding bytes read ahead, all streams together.
         var heldBuffers = 0
+        /// The most receive buffers seen outstanding (available or held): what the guest posts.
+        var mostOutstanding = 0
         /// Receive buffers to give back to the guest empty (their stream ended, or its bytes
         /// were spilled).
         var returnedBuffers: [UInt16] = []

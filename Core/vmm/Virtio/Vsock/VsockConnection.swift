@@ -107,6 +107,12 @@ struct VsockConnection: Sendable {
         return peerCredit > 0 && hostReadable && !hostClosedSending
     }
 
+    /// Whether the oldest packet read ahead fits the guest's credit now.
+    var readAheadIsDeliverable: Bool {
+        guard state == .established && !guestStoppedReceiving, let held = readAhead?.firstPacket else { return false }
+        return held.length <= peerCredit
+    }
+
     /// Whether the device should read the host socket ahead of the guest's credit: the credit is
     /// spent, or bytes read ahead wait for it (new ones go after them), and the socket has bytes.
     var wantsToReadAhead: Bool {
