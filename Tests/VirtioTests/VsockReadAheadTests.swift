@@ -109,6 +109,17 @@ struct VsockReadAheadTests {
         return written
     }
 
+    /// Writes `bytes` into `fd` on a thread of its own (for up to 10 s); the semaphore is
+    /// signalled once it is done.
+    static func writeInBackground(_ fd: Int32, _ bytes: [UInt8]) -> DispatchSemaphore {
+        let finished = DispatchSemaphore(value: 0)
+        Thread {
+            _ = Host.write(fd, bytes, timeout: 10)
+            finished.signal()
+        }.start()
+        return finished
+    }
+
     /// Reads the stream as the guest, acknowledging what it took, until a packet other than RW
     /// ends it; returns the bytes and that packet's op (nil if none came within 5 s).
     static func readToEnd(_ harness: VsockHarness) throws -> (bytes: [UInt8], end: VsockHeader.Op?) {
@@ -158,12 +169,7 @@ struct VsockReadAheadTests {
         var received = try harness.receiveData(
             count: credit, guestPort: Self.guestPort, hostPort: Self.servicePort, timeout: 1)
         #expect(received.count == credit, "only the guest's credit may be in flight")
-        let finished = DispatchSemaphore(value: 0)
-        let writer = Thread {
-            _ = Host.write(host, Array(data[written...]), timeout: 10)
-            finished.signal()
-        }
-        writer.start()
+        let finished = Self.writeInBackground(host, Array(data[written...]))
         defer { finished.wait() }  // the socket outlives the writer
         try harness.send(
             .creditUpdate, guestPort: Self.guestPort, hostPort: Self.servicePort, forwardCount: UInt32(credit))
@@ -269,12 +275,7 @@ struct VsockReadAheadTests {
         #expect((32..<(harness.postedTarget / 2)).contains(Self.heldBuffers(harness)))
         // The second stream's bytes still all arrive.
         let data = pattern(512 << 10, seed: 17)
-        let finished = DispatchSemaphore(value: 0)
-        let writer = Thread {
-            _ = Host.write(other, data, timeout: 10)
-            finished.signal()
-        }
-        writer.start()
+        let finished = Self.writeInBackground(other, data)
         defer { finished.wait() }  // the socket outlives the writer
         let received = try harness.receiveData(
             count: data.count, guestPort: Self.guestPort + 1, hostPort: Self.servicePort, timeout: 10,

@@ -29,12 +29,6 @@ extension VirtioVsock {
                 }
             }
             while state.hasPackets || state.connections.values.contains(where: { $0.wantsToSendData }) {
-                if let fd = nextSender(state), state.connections[fd]?.readAheadIsDeliverable == true {
-                    // Only if credit changed since the pass above (it does not within one call).
-                    try deliverReadAhead(fd, &queue, memory: memory, &state)
-                    completed = true
-                    continue
-                }
                 guard let chain = try queue.popChain(memory: memory) else { break }
                 let room = chain.writableLength
                 guard room >= VsockHeader.size else {
@@ -91,9 +85,9 @@ extension VirtioVsock {
     }
 
     /// Gives one connection's host bytes to the guest: bytes spilled from the read-ahead first,
-    /// else the host socket read straight into receive buffers after their headers. `first` and as many more
-    /// buffers as the guest's credit and ``maxBatchBytes`` allow are filled with one copy or one
-    /// readv; each buffer used becomes one packet. Returns false when the socket had no data (its
+    /// else the host socket read straight into receive buffers after their headers. `first` and
+    /// as many more buffers as the guest's credit and ``maxBatchBytes`` allow are filled with one
+    /// copy or one readv; each buffer used becomes one packet. Returns false when the socket had no data (its
     /// connection is then marked idle); `first` is then the caller's to give back.
     func sendData(
         first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
@@ -258,7 +252,7 @@ extension VirtioVsock {
     /// fewer than half of the most it has seen outstanding, or a stream whose reader stalls could
     /// keep the guest from ever posting buffers for the others.
     func readAhead(_ queue: inout Virtqueue, memory: GuestMemory, _ state: inout State) throws(VirtqueueError) {
-        let available = queue.availableCount(memory: memory)
+        var available = queue.availableCount(memory: memory)
         state.mostOutstanding = max(state.mostOutstanding, available + state.heldBuffers)
         guard state.connections.values.contains(where: { $0.wantsToReadAhead }) else { return }
         // Under half of what the guest posts, so that its refill (below half) always comes.
@@ -266,16 +260,19 @@ extension VirtioVsock {
         let reserve = Int(queue.size) / 8
         for fd in state.connections.keys.sorted() {
             guard var connection = state.connections[fd], connection.wantsToReadAhead else { continue }
-            try readAhead(fd, &connection, maxHeld: maxHeld, reserve: reserve, &queue, memory: memory, &state)
+            try readAhead(
+                fd, &connection, maxHeld: maxHeld, available: &available, reserve: reserve, &queue, memory: memory,
+                &state)
             state.connections[fd] = connection
         }
     }
 
     /// One stream's read-ahead: the newest held packet's free room, then as many receive
-    /// buffers as its bound allows, filled by one readv.
+    /// buffers as its bound allows, filled by one readv. `available` counts the buffers the
+    /// guest has made available, less those taken here.
     private func readAhead(
-        _ fd: Int32, _ connection: inout VsockConnection, maxHeld: Int, reserve: Int, _ queue: inout Virtqueue,
-        memory: GuestMemory, _ state: inout State
+        _ fd: Int32, _ connection: inout VsockConnection, maxHeld: Int, available: inout Int, reserve: Int,
+        _ queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
     ) throws(VirtqueueError) {
         let readAhead = connection.readAhead ?? VsockReadAhead()
         connection.readAhead = readAhead
@@ -288,7 +285,7 @@ extension VirtioVsock {
         if tail.count > 0 { batch.appendVector(tail) }
         var planned = tail.count
         while planned < budget, !batch.isFull, state.heldBuffers + batch.packetCount < maxHeld,
-            queue.availableCount(memory: memory) > reserve, let chain = try queue.popChain(memory: memory)
+            available - batch.packetCount > reserve, let chain = try queue.popChain(memory: memory)
         {
             guard let spots = readAheadSpots(in: chain, memory: memory),
                 case let capacity = min(spots.payload.count, maxLength, budget - planned), capacity > 0
@@ -333,6 +330,7 @@ extension VirtioVsock {
             used += 1
         }
         for _ in used..<batch.packetCount { queue.undoPop() }
+        available -= used
     }
 
     /// Where a read-ahead packet goes in a receive chain: its header in place, and its payload

@@ -101,8 +101,7 @@ struct VsockConnection: Sendable {
     var wantsToSendData: Bool {
         guard state == .established && !guestStoppedReceiving else { return false }
         if let readAhead, !readAhead.isEmpty {
-            guard let held = readAhead.firstPacket else { return peerCredit > 0 }  // spilled bytes
-            return held.length <= peerCredit
+            return readAhead.firstPacket == nil ? peerCredit > 0 : readAheadIsDeliverable  // nil: spilled bytes
         }
         return peerCredit > 0 && hostReadable && !hostClosedSending
     }
