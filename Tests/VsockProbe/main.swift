@@ -6,7 +6,8 @@
 // 64 KiB of the 256 KiB window is left). A test tool, not shipped; tools/bench-vsock-device runs it.
 //
 //   vsock-probe [MIB] [to|from]   MIB (default 1024) host → guest (to) or guest → host (from);
-//                                 prints MiB/s and the device thread's CPU time per MiB
+//                                 prints MiB/s, and the device thread's CPU time and wake-ups
+//                                 per MiB
 import EventLoop
 import GuestMemory
 import Synchronization
@@ -36,9 +37,10 @@ func nowSeconds() -> Double {
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
 
-/// CPU seconds (user + system) of this process's thread named `name`, from /proc.
-func threadCPUSeconds(named name: String) -> Double {
-    guard let directory = opendir("/proc/self/task") else { return 0 }
+/// CPU seconds (user + system) of this process's thread named `name`, and how many times it
+/// went to sleep and was woken (its voluntary context switches), from /proc.
+func threadStats(named name: String) -> (cpuSeconds: Double, wakeups: Int) {
+    guard let directory = opendir("/proc/self/task") else { return (0, 0) }
     defer { closedir(directory) }
     let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
     while let entry = readdir(directory) {
@@ -51,10 +53,13 @@ func threadCPUSeconds(named name: String) -> Double {
         guard comm == name else { continue }
         // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
         let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / ticks
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return (0, 0) }
+        let status = readText("/proc/self/task/\(tid)/status") ?? ""
+        let switches = status.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
+        let wakeups = switches.flatMap { Int($0.split(separator: "\t").last ?? "") } ?? 0
+        return ((user + system) / ticks, wakeups)
     }
-    return 0
+    return (0, 0)
 }
 
 func readText(_ path: String) -> String? {
@@ -374,12 +379,13 @@ defer { unlink(socketPath) }
 do {
     let probe = try Probe()
     let elapsed = direction == "to" ? try probe.runToGuest() : try probe.runFromGuest()
-    let cpu = threadCPUSeconds(named: DeviceSide.loopName)
+    let (cpu, wakeups) = threadStats(named: DeviceSide.loopName)
     let rate = Double(mib) / elapsed
     let label = direction == "to" ? "host→guest" : "guest→host"
     say(
         "vsock-probe: \(label) \(mib) MiB in \(String(format: elapsed)) s: \(Int(rate)) MiB/s; "
-            + "device thread \(Int(cpu * 1e6 / Double(mib))) µs CPU per MiB")
+            + "device thread \(Int(cpu * 1e6 / Double(mib))) µs CPU per MiB, "
+            + "\(String(format: Double(wakeups) / Double(mib))) wake-ups per MiB")
 } catch {
     fail("\(error)")
 }

@@ -26,7 +26,9 @@ sysctl -qw kernel.sched_schedstats=1 2>/dev/null
 # "exits" traces each transfer and counts KVM's exits by reason and MMIO and port accesses by address;
 # "perf" samples the VMM's device thread (vmm) or vhost's kernel thread (QEMU) during each transfer
 # and prints where it spends its time (needs linux-perf in TESTBED_EXTRA_PACKAGES); "info" prints
-# what each guest kernel found (clock source, CPU flags, paravirtual features).
+# what each guest kernel found (clock source, CPU flags, paravirtual features); "wakeups" traces
+# the scheduler during each transfer and counts who woke whom (on the waker's own CPU or another)
+# and who took the CPU from a runnable task.
 tracing=/sys/kernel/debug/tracing
 # Where the testbed's KVM modules sit, printed first: a stall can take the testbed down before the
 # symbol lookup below runs, and with these a vCPU's rip can still be placed in them afterwards.
@@ -49,6 +51,13 @@ modprobe virtio_pci; modprobe vmw_vsock_virtio_transport
 socat -u -b 65536 VSOCK-LISTEN:1235,reuseaddr,fork OPEN:/dev/null &
 socat VSOCK-LISTEN:1237,reuseaddr,fork SYSTEM:'cat /proc/interrupts /proc/stat' &
 sleep 1
+# "vsockirq=N" on the kernel command line (a KINDS "+" parameter) sends the vsock device's
+# interrupts to guest CPU N.
+if [ -n "$vsockirq" ]; then
+  for irq in $(grep -E 'virtio[0-9]+-(virtqueues|input|output|rx|tx|event)' /proc/interrupts | cut -d: -f1); do
+    echo "$vsockirq" >/proc/irq/$irq/smp_affinity_list
+  done
+fi
 echo "GUEST-INFO clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) of $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource)"
 echo "GUEST-INFO cpu flags $(grep -m1 '^flags' /proc/cpuinfo)"
 dmesg | grep -iE 'clocksource|tsc|kvm|paravirt|x2apic|apic|hypervisor|spinlock|steal|pv' | sed 's/^/GUEST-INFO /'
@@ -87,7 +96,7 @@ host_counters() {
 }
 # guest_counters KIND: the guest's interrupt and context-switch counts (over vsock port 1237).
 guest_counters() {
-  (preamble "$1" 1237; sleep 1) | $(connect "$1" 1237) | tr -d '\r' | awk '/virtio|^intr|^ctxt/ { print "guest", $0 }'
+  (preamble "$1" 1237; sleep 1) | $(connect "$1" 1237) | tr -d '\r' | awk '/virtio|^intr|^ctxt|^ *(RES|CAL|TLB|LOC):/ { print "guest", $0 }'
 }
 
 # report BEFORE AFTER: the deltas.
@@ -147,6 +156,12 @@ for variant in $kinds; do
       echo 8192 >$tracing/buffer_size_kb
       echo >$tracing/trace
       for event in kvm_exit kvm_mmio kvm_pio kvm_msr; do echo 1 >$tracing/events/kvm/$event/enable; done
+      echo 1 >$tracing/tracing_on
+    fi
+    if [[ $flags == *wakeups* ]]; then
+      echo 8192 >$tracing/buffer_size_kb
+      echo >$tracing/trace
+      for event in sched_wakeup sched_switch; do echo 1 >$tracing/events/sched/$event/enable; done
       echo 1 >$tracing/tracing_on
     fi
     if [[ $flags == *perf* ]]; then
@@ -219,6 +234,19 @@ for variant in $kinds; do
         /kvm_pio:/ { for (i = 1; i <= NF; i++) if ($i == "at") { n["pio " $(i - 1) " " $(i + 1)]++ } }
         /kvm_msr:/ { for (i = 1; i <= NF; i++) if ($i == "msr_write" || $i == "msr_read") { n[$i " " $(i + 1)]++ } }
         END { for (k in n) printf "    %8d %s\n", n[k], k }' $tracing/trace | sort -rn | head -n 25
+      grep -c . $tracing/trace | sed 's/^/  trace lines: /'
+    fi
+    if [[ $flags == *wakeups* ]]; then
+      echo 0 >$tracing/tracing_on
+      for event in sched_wakeup sched_switch; do echo 0 >$tracing/events/sched/$event/enable; done
+      # Thread names lose their numbers (kworker/1:2 is kworker), so that counts add up.
+      echo "  wake-ups (traced): waker → woken, and whether it was queued on the waker's own CPU:"
+      sed -nE 's/^ *(.+)-[0-9]+ +\[([0-9]+)\] .* sched_wakeup: comm=(.+) pid=[0-9]+ prio=[0-9]+ target_cpu=([0-9]+).*/\1|\2|\3|\4/p' \
+        $tracing/trace | sed -E 's/kworker[^|]*/kworker/g; s/vhost-[0-9]+/vhost/g' |
+        awk -F'|' '{ print $1 " → " $3 ($2 + 0 == $4 + 0 ? " (same CPU)" : " (other CPU)") }' | sort | uniq -c | sort -rn | head -n 20
+      echo "  preemptions (traced): a runnable task's CPU went to another:"
+      sed -nE 's/.* sched_switch: prev_comm=(.+) prev_pid=[0-9]+ prev_prio=[0-9]+ prev_state=R\+? ==> next_comm=(.+) next_pid=.*/\1 → \2/p' \
+        $tracing/trace | sed -E 's/kworker[^ ]*/kworker/g; s/vhost-[0-9]+/vhost/g' | sort | uniq -c | sort -rn | head -n 12
       grep -c . $tracing/trace | sed 's/^/  trace lines: /'
     fi
     if [[ $flags == *perf* ]]; then

@@ -4,7 +4,7 @@
 # device thread on CPU 0) and of QEMU + vhost-vsock.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
-runs=${1:-3}
+runs=${1:-5}
 mib=${2:-256}
 work=$(mktemp -d)
 # vhost_vsock is loaded only while QEMU runs: with it loaded, the testbed's (nested, TCG-emulated)
@@ -135,49 +135,60 @@ for kind in vmm vmm-pvh qemu; do
     "$(( $(cut -d' ' -f2 "$work/$kind-ready" 2>/dev/null | median) / 1024 ))"
 done
 
-echo "bench: vsock (each measurement is printed as it ends), $mib MiB per measurement, $runs runs, 64 KiB writes, 2 vCPUs, nested KVM in the testbed"
+echo "bench: vsock (each measurement is printed as it ends), $mib MiB per measurement, $runs rounds, 64 KiB writes, 2 vCPUs, nested KVM in the testbed"
+# The testbed's rates drift by several percent over a bench (and vary by as much from one boot to
+# the next), so the VMMs take turns: each round boots each of them once and measures every case,
+# and a VMM's figure is the median of its rounds, with the range beside it.
 # The nested testbed sometimes kills a guest under load (a triple fault, a stuck vCPU: see
-# Tests/testbed/vsock-profile.sh). A VM that dies is booted again and the runs go on, four
-# boots at most per VMM; the table says how many guests died.
+# Tests/testbed/vsock-profile.sh). A VM that dies is booted again for the same round, three boots
+# at most per round; the table says how many guests died.
 default_wmem_max=$(sysctl -n net.core.wmem_max)
-# vmm last: its guests die most often in the nested testbed, and a bench cut off by its time
-# limit should still have the other rows.
-for kind in qemu vmm-sndbuf vmm-placed vmm; do
-  vhost "$kind"
-  # vmm-sndbuf's 1 MiB needs net.core.wmem_max raised (208 KiB by default): for it alone.
-  sysctl -qw net.core.wmem_max="$([ "$kind" = vmm-sndbuf ] && echo 1048576 || echo "$default_wmem_max")"
-  # A measurement counts only if the VM is still up after it (a dead VM's "transfers" are instant).
-  measure() { # measure KIND DIRECTION STREAMS
-    local value
-    value=$("${2}_guest" "$1" "$3" 2>/dev/null)
-    # Nothing at all through a live VM is a stalled guest, not a rate: boot again.
-    kill -0 "$vm_pid" 2>/dev/null && [ "${value:-0}" -gt 0 ] || return 1
-    echo "$value" >>"$work/$1-$2-$3"
-    echo "  $1 $([ "$2" = to ] && echo "host→guest" || echo "guest→host") x$3: $value MiB/s"
-  }
-  done_runs=0 boots=0
-  echo 0 >"$work/$kind-deaths"
-  while [ "$done_runs" -lt "$runs" ] && [ "$boots" -lt 4 ]; do
-    boots=$((boots + 1))
-    start_vm "$kind" || continue
-    while [ "$done_runs" -lt "$runs" ]; do
-      measure "$kind" to 1 && measure "$kind" from 1 && measure "$kind" to 8 && measure "$kind" from 8 || break
-      done_runs=$((done_runs + 1))
-    done
-    if ! kill "$vm_pid" 2>/dev/null || [ "$done_runs" -lt "$runs" ]; then
+kinds="qemu vmm-sndbuf vmm-placed vmm"
+for kind in $kinds; do echo 0 >"$work/$kind-deaths"; done
+# A measurement counts only if the VM is still up after it (a dead VM's "transfers" are instant).
+measure() { # measure KIND DIRECTION STREAMS
+  local value
+  value=$("${2}_guest" "$1" "$3" 2>/dev/null)
+  # Nothing at all through a live VM is a stalled guest, not a rate: boot again.
+  kill -0 "$vm_pid" 2>/dev/null && [ "${value:-0}" -gt 0 ] || return 1
+  echo "$value" >>"$work/$1-$2-$3.round"
+  echo "  $1 $([ "$2" = to ] && echo "host→guest" || echo "guest→host") x$3: $value MiB/s"
+}
+for round in $(seq "$runs"); do
+  echo "bench: round $round of $runs"
+  for kind in $kinds; do
+    vhost "$kind"
+    # vmm-sndbuf's 1 MiB needs net.core.wmem_max raised (208 KiB by default): for it alone.
+    sysctl -qw net.core.wmem_max="$([ "$kind" = vmm-sndbuf ] && echo 1048576 || echo "$default_wmem_max")"
+    for boot in 1 2 3; do
+      rm -f "$work/$kind"-*.round
+      if ! start_vm "$kind"; then
+        kill "$vm_pid" 2>/dev/null
+        wait "$vm_pid" 2>/dev/null
+        echo $(($(cat "$work/$kind-deaths") + 1)) >"$work/$kind-deaths"
+        continue
+      fi
+      if measure "$kind" to 1 && measure "$kind" from 1 && measure "$kind" to 8 && measure "$kind" from 8; then
+        # A round counts whole: its four figures come from one boot.
+        for f in "$work/$kind"-*.round; do cat "$f" >>"${f%.round}"; done
+        kill "$vm_pid" 2>/dev/null
+        wait "$vm_pid" 2>/dev/null
+        break
+      fi
       kill "$vm_pid" 2>/dev/null
       wait "$vm_pid"
       status=$?
       echo $(($(cat "$work/$kind-deaths") + 1)) >"$work/$kind-deaths"
-      echo "bench: $kind died or stalled during run $((done_runs + 1)) (status $status); its log and the guest's console:"
+      echo "bench: $kind died or stalled in round $round (status $status); its log and the guest's console:"
       grep -v '^\[' "$work/vmm.log" 2>/dev/null | tail -n 3
       tr -d '\r' <"$work/serial.log" | grep -v BENCH-READY | tail -n 8
-    fi
-    wait "$vm_pid" 2>/dev/null
+    done
   done
 done
 
-printf '%-28s %16s %16s %16s %16s\n' "VMM" "host→guest x1" "host→guest x8" "guest→host x1" "guest→host x8"
+# A cell: the median of the rounds, then the lowest and highest.
+cell() { [ -s "$1" ] && echo "$(median <"$1") ($(sort -n "$1" | head -n 1)-$(sort -n "$1" | tail -n 1))"; }
+printf '%-28s %18s %18s %18s %18s\n' "VMM, MiB/s" "host→guest x1" "host→guest x8" "guest→host x1" "guest→host x8"
 for kind in vmm vmm-sndbuf vmm-placed qemu; do
   case $kind in
     vmm) label="vmm (user-space vsock)" ;; vmm-sndbuf) label="vmm, clients' SO_SNDBUF 2M" ;;
@@ -185,9 +196,7 @@ for kind in vmm vmm-sndbuf vmm-placed qemu; do
     *) label="qemu q35 + vhost-vsock" ;;
   esac
   printf '%-28s' "$label"
-  for f in to-1 to-8 from-1 from-8; do
-    if [ -s "$work/$kind-$f" ]; then printf ' %12s MiB/s' "$(median <"$work/$kind-$f")"; else printf ' %18s' "(VM died)"; fi
-  done
-  echo "   ($(cat "$work/$kind-deaths" 2>/dev/null || echo 0) guest deaths)"
+  for f in to-1 to-8 from-1 from-8; do printf ' %18s' "$(cell "$work/$kind-$f" || echo "(VM died)")"; done
+  echo "   ($(cat "$work/$kind-to-1" 2>/dev/null | wc -l) rounds, $(cat "$work/$kind-deaths") guest deaths)"
 done
 rm -rf "$work"
