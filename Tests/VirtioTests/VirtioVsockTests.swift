@@ -1198,15 +1198,22 @@ struct VirtioVsockTests {
         #expect(harness.outstandingReceives == 13)
     }
 
+    /// Opens a stream from guest port 1025 to the service port and leaves no receive buffer
+    /// posted: the test posts its own. Nil (with an issue recorded) if the stream did not open.
+    static func openStreamWithNoReceiveBuffers(_ harness: VsockHarness) throws -> Int32? {
+        harness.postedTarget = 1
+        let listener = try harness.listen(port: servicePort)
+        guard let host = try harness.openGuestStream(guestPort: 1025, hostPort: servicePort, listener: listener)
+        else { return nil }
+        harness.postedTarget = 0
+        try #require(harness.outstandingReceives == 0)
+        return host
+    }
+
     @Test("receive buffers whose header spans two descriptors carry a stream whole and in order")
     func batchedReadWithSplitHeaders() throws {
         let harness = try VsockHarness()
-        harness.postedTarget = 1
-        let listener = try harness.listen(port: Self.servicePort)
-        guard let host = try harness.openGuestStream(guestPort: 1025, hostPort: Self.servicePort, listener: listener)
-        else { return }
-        harness.postedTarget = 0
-        try #require(harness.outstandingReceives == 0)
+        guard let host = try Self.openStreamWithNoReceiveBuffers(harness) else { return }
         #expect(Host.write(host, pattern(10 << 10)))
         usleep(50_000)
         // A batch's first buffer has its header written through the chain; a later one needs
@@ -1217,6 +1224,23 @@ struct VirtioVsockTests {
         #expect(harness.inbox.map(\.payload.count) == [4096, 4096, 2048])
         #expect(harness.inbox.flatMap(\.payload) == pattern(10 << 10))
         #expect(harness.outstandingReceives == 1)
+    }
+
+    @Test("a receive chain as long as the queue carries host bytes whole, in one packet")
+    func receiveChainAsLongAsTheQueue() throws {
+        let harness = try VsockHarness()
+        guard let host = try Self.openStreamWithNoReceiveBuffers(harness) else { return }
+        // A header buffer, then every other descriptor of the queue with 16 bytes of room: one
+        // read must take them all (the device's batch has room for a chain this long).
+        let pieces = Int(harness.rxQueue.size) - 1
+        #expect(Host.write(host, pattern(pieces * 16)))
+        usleep(50_000)
+        try #require(
+            try harness.postReceive(lengths: [UInt32(VsockHeader.size)] + Array(repeating: 16, count: pieces)) != nil)
+        _ = try harness.device.process(queue: VirtioVsock.receiveQueue, &harness.rxQueue, memory: harness.memory)
+        try harness.collect()
+        #expect(harness.inbox.map(\.payload.count) == [pieces * 16])
+        #expect(harness.inbox.flatMap(\.payload) == pattern(pieces * 16))
     }
 
     @Test("a per-port listener opens its guest port with no CONNECT line and no OK")

@@ -70,7 +70,7 @@ from_guest() {
 }
 
 start_vm() {
-  rm -f "$work/serial.log"
+  rm -f "$work/serial.log" "$work/vmm.log"  # vmm.log: the VMM's own output (QEMU's too)
   case $1 in
     # vmm-placed: the testbed's two CPUs split between the guest (vCPUs on 1) and the rest (the
     # device thread, socat and everything else on 0).
@@ -79,7 +79,7 @@ start_vm() {
       $([ "$1" = vmm-placed ] && echo --vcpu-affinity 1 --device-affinity 0) </dev/null >"$work/vmm.log" 2>&1 & ;;
     qemu) qemu-system-x86_64 -M q35 -enable-kvm -cpu host -m 512 -smp 2 -nodefaults -no-user-config -display none \
       -serial "file:$work/serial.log" -kernel "$GUEST_KERNEL" -initrd "$work/initrd.gz" \
-      -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4 </dev/null >/dev/null 2>&1 & ;;
+      -append "console=ttyS0 quiet" -device vhost-vsock-pci,guest-cid=4 </dev/null >"$work/vmm.log" 2>&1 & ;;
   esac
   vm_pid=$!
   for i in $(seq 120); do grep -q BENCH-READY "$work/serial.log" 2>/dev/null && return 0; sleep 0.5; done

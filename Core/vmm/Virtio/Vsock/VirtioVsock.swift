@@ -26,6 +26,8 @@ public final class VirtioVsock: EventLoopDevice {
     static let receiveQueue = 0
     static let transmitQueue = 1
     static let eventQueue = 2
+    /// Each queue's largest size: receive, transmit, event.
+    static let queueSizes: [UInt16] = [256, 256, 64]
     /// What each connection may have in flight towards the host (our buf_alloc).
     public static let bufferAllocation: UInt32 = 256 << 10
     /// Largest payload put in one receive buffer.
@@ -107,8 +109,10 @@ public final class VirtioVsock: EventLoopDevice {
     let hostSendBufferBytes: Int32
     let loop = Mutex<EventLoop?>(nil)
     let log: @Sendable (String) -> Void
-    /// The receive buffers of the read being made (used under the state lock).
-    let receiveBatch = VsockReceiveBatch(maxPackets: VirtioVsock.maxBatchBuffers)
+    /// The receive buffers of the read being made (used under the state lock). Room for two
+    /// receive chains of the longest kind the queue allows, so that any first one fits whole.
+    let receiveBatch = VsockReceiveBatch(
+        maxPackets: VirtioVsock.maxBatchBuffers, maxVectors: 2 * Int(VirtioVsock.queueSizes[VirtioVsock.receiveQueue]))
 
     /// Listens at `socketPath` for host connections, and at each of `portSockets` for
     /// connections to that one guest port.
@@ -208,7 +212,7 @@ public final class VirtioVsock: EventLoopDevice {
 
     public var deviceType: UInt16 { 19 }
     public var features: UInt64 { 0 }
-    public var queueMaxSizes: [UInt16] { [256, 256, 64] }
+    public var queueMaxSizes: [UInt16] { Self.queueSizes }
     /// Two: configuration changes and one vector all queues share, as with QEMU's
     /// vhost-vsock-pci. With a vector per queue, Linux puts them on different vCPUs, and each
     /// credit update the guest sends (a transmit completion) interrupted a second vCPU besides

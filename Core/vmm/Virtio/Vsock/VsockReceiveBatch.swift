@@ -20,18 +20,16 @@ final class VsockReceiveBatch: @unchecked Sendable {
         let header: UnsafeMutableRawBufferPointer?
     }
 
-    /// Most `iovec`s one read takes: at least a whole chain's worth of buffers, so that the
-    /// first buffer always fits.
-    static let maxVectors = 512
-
     let packets: UnsafeMutableBufferPointer<Packet>
     let vectors: UnsafeMutableBufferPointer<iovec>
     private(set) var packetCount = 0
     private(set) var vectorCount = 0
 
-    init(maxPackets: Int) {
+    /// Room for `maxPackets` buffers and `maxVectors` `iovec`s in all: at least a whole
+    /// chain's worth of buffers (the queue's size), so that a batch's first buffer always fits.
+    init(maxPackets: Int, maxVectors: Int) {
         packets = .allocate(capacity: maxPackets)
-        vectors = .allocate(capacity: Self.maxVectors)
+        vectors = .allocate(capacity: maxVectors)
     }
 
     deinit {
