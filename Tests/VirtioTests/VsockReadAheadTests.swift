@@ -250,7 +250,6 @@ struct VsockReadAheadTests {
         #expect(again.returnedEmpty == held)
         #expect(!after.contains { $0.op == .rw }, "data after the guest stopped receiving")
         #expect(again.device.connectionCount == 1, "the guest may still send")
-
     }
 
     @Test("a stream whose guest reader stalls holds too few buffers to stop Linux refilling the queue for the others")

@@ -87,8 +87,8 @@ extension VirtioVsock {
     /// Gives one connection's host bytes to the guest: bytes spilled from the read-ahead first,
     /// else the host socket read straight into receive buffers after their headers. `first` and
     /// as many more buffers as the guest's credit and ``maxBatchBytes`` allow are filled with one
-    /// copy or one readv; each buffer used becomes one packet. Returns false when the socket had no data (its
-    /// connection is then marked idle); `first` is then the caller's to give back.
+    /// copy or one readv; each buffer used becomes one packet. Returns false when the socket had
+    /// no data (its connection is then marked idle); `first` is then the caller's to give back.
     func sendData(
         first: DescriptorChain, room: Int, queue: inout Virtqueue, memory: GuestMemory, _ state: inout State
     ) throws(VirtqueueError) -> Bool {
